@@ -1,0 +1,1 @@
+"""Assets: each loads its inputs, calls the pure core, returns the result with metadata."""

@@ -1,0 +1,1 @@
+"""Pure genomics core: coordinates, contig names, FASTA, VCF, annotation. No Dagster here."""

@@ -1,0 +1,31 @@
+"""Chromosome and gene partitions of a study, and the gene → chromosome mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from apoe_assets.study import Study
+
+
+@dataclass(frozen=True)
+class StudyPartitions:
+    """Partitions every asset of one study shares."""
+
+    chromosomes: dg.StaticPartitionsDefinition
+    genes: dg.StaticPartitionsDefinition
+    gene_chromosome: dg.StaticPartitionMapping
+    """Maps a chromosome partition to the gene partitions on it (genes need only their own)."""
+
+
+def study_partitions(study: Study) -> StudyPartitions:
+    """Partition definitions from the study's genes (keys: chromosome names, gene symbols)."""
+    genes = study.gene_table
+    by_chrom = {c: genes.loc[genes["chrom"] == c, "partition_key"].tolist()
+                for c in study.chromosomes}
+    return StudyPartitions(
+        chromosomes=dg.StaticPartitionsDefinition(study.chromosomes),
+        genes=dg.StaticPartitionsDefinition(genes["partition_key"].tolist()),
+        gene_chromosome=dg.StaticPartitionMapping(by_chrom),
+    )

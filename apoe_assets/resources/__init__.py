@@ -1,0 +1,1 @@
+"""Dagster resources: storage (IO manager) and the study."""

@@ -1,0 +1,145 @@
+"""The study file: one YAML document that says where a study's data live and how to run it.
+
+``APOE_STUDY`` names the file; without it, the bundled demo study is used. Paths in the file
+are relative to the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from apoe_assets.genomics.annotation import read_annotation, select_genes
+from apoe_assets.genomics.contigs import canonical_chrom
+from apoe_assets.genomics.coordinates import parse_region
+
+STUDY_ENV = "APOE_STUDY"
+DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
+CHROM_PLACEHOLDER = "{chrom}"
+
+
+class StudyError(ValueError):
+    """The study file is missing, not YAML, or has a field of the wrong kind."""
+
+
+class Study(BaseModel):
+    """A parsed, validated study file. Paths are absolute once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    seed: int = 0
+    reference_fasta: Path
+    genotypes: Path | dict[str, Path] = Field(
+        description="one VCF/BCF, a path with {chrom} in it, or a mapping chromosome → file")
+    expression: Path
+    covariates: Path
+    annotation: Path
+    genes: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    window_length: Annotated[int, Field(gt=0, multiple_of=128)] = 196_608
+    cis_window: Annotated[int, Field(gt=0)] = 1_000_000
+    ref_mismatch: Literal["fail", "drop"] = "fail"
+    storage_root: str = ".apoe/storage"
+    mlflow_tracking_uri: str = "sqlite:///.apoe/mlflow.db"
+    truth: Path | None = None
+    source: Path = Field(default=Path("study.yaml"), exclude=True)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_parse(cls, regions: list[str]) -> list[str]:
+        for region in regions:
+            parse_region(region)
+        return regions
+
+    @field_validator("genotypes")
+    @classmethod
+    def _canonical_keys(cls, value: Path | dict[str, Path]) -> Path | dict[str, Path]:
+        if isinstance(value, dict):
+            return {canonical_chrom(k): v for k, v in value.items()}
+        return value
+
+    def genotype_file(self, chrom: str) -> Path:
+        """The VCF/BCF that holds chromosome ``chrom`` (canonical name)."""
+        if isinstance(self.genotypes, dict):
+            if chrom not in self.genotypes:
+                raise StudyError(f"{self.source}: field 'genotypes' has no file for {chrom}")
+            return self.genotypes[chrom]
+        text = str(self.genotypes)
+        if CHROM_PLACEHOLDER in text:
+            return Path(text.replace(CHROM_PLACEHOLDER, chrom.removeprefix("chr")))
+        return self.genotypes
+
+    def genotype_files(self) -> list[Path]:
+        """Every genotype file the study names (one per chromosome of its genes, or one)."""
+        return sorted({self.genotype_file(c) for c in self.chromosomes})
+
+    @cached_property
+    def gene_table(self) -> pd.DataFrame:
+        """The study's genes from the annotation, with TSS and unique ``partition_key``."""
+        return select_genes(read_annotation(self.annotation), self.genes, self.regions,
+                            source=self.annotation)
+
+    @property
+    def chromosomes(self) -> list[str]:
+        """Canonical names of the chromosomes that hold the study's genes, in genome order."""
+        return sorted(set(self.gene_table["chrom"]), key=_chrom_order)
+
+
+def _chrom_order(chrom: str) -> tuple[int, str]:
+    bare = chrom.removeprefix("chr")
+    return (int(bare), "") if bare.isdigit() else (1000, bare)
+
+
+def _resolve(base: Path, value: str) -> str:
+    """Resolve a relative path (or ``sqlite:///relative``) against the study file's folder."""
+    if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        return "sqlite:///" + str((base / value.removeprefix("sqlite:///")).resolve())
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+_PATH_FIELDS = ("reference_fasta", "expression", "covariates", "annotation", "truth")
+
+
+def load_study(path: Path | str | None = None) -> Study:
+    """Read and validate a study file (default: ``$APOE_STUDY``, else the bundled demo)."""
+    path = Path(path or os.environ.get(STUDY_ENV) or DEMO_STUDY).resolve()
+    if not path.exists():
+        raise StudyError(f"{path}: study file not found (set {STUDY_ENV} to a study YAML)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
+    base = path.parent
+    for key in _PATH_FIELDS:
+        if isinstance(raw.get(key), str):
+            raw[key] = _resolve(base, raw[key])
+    genotypes = raw.get("genotypes")
+    if isinstance(genotypes, str):
+        raw["genotypes"] = _resolve(base, genotypes)
+    elif isinstance(genotypes, dict):
+        raw["genotypes"] = {k: _resolve(base, str(v)) for k, v in genotypes.items()}
+    for key in ("storage_root", "mlflow_tracking_uri"):
+        raw[key] = _resolve(base, str(raw.get(key, Study.model_fields[key].default)))
+    try:
+        study = Study.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}"
+            + (f" (got {err['input']!r})" if not isinstance(err["input"], dict) else "")
+            for err in exc.errors()
+        )
+        raise StudyError(f"{path}: {problems}") from None
+    if not study.genes and not study.regions:
+        raise StudyError(f"{path}: field 'genes' or 'regions' must name at least one gene")
+    return study
