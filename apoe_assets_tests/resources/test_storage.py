@@ -1,0 +1,111 @@
+"""The storage layer: open formats, atomic writes, partition paths, fsspec roots."""
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.resources import formats
+from apoe_assets.resources.storage import AssetStorage
+
+
+def _matrix(seed: int = 0) -> GenotypeMatrix:
+    rng = np.random.default_rng(seed)
+    variants = pd.DataFrame({"variant_id": ["chr1:10:A:G", "chr1:20:C:T"], "chrom": "chr1",
+                             "pos": [10, 20], "ref": ["A", "C"], "alt": ["G", "T"],
+                             "kind": "snv", "site": [0, 1], "af": [0.5, 0.25],
+                             "missing": [0, 1]})
+    return GenotypeMatrix(["a", "b", "c"], variants,
+                          rng.integers(-1, 2, (2, 6)).astype(np.int8),
+                          rng.integers(0, 2, (2, 3)).astype(bool))
+
+
+@pytest.mark.parametrize("value", [
+    pd.DataFrame({"x": [1.5, 2.5]}, index=pd.Index(["g1", "g2"], name="gene_id")),
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    {"genes": 3, "note": "ok"},
+])
+def test_round_trip(tmp_path: Path, value: object) -> None:
+    path = formats.save(value, UPath(tmp_path) / "asset" / "part")
+    loaded = formats.load(UPath(tmp_path) / "asset" / "part")
+    if isinstance(value, pd.DataFrame):
+        pd.testing.assert_frame_equal(loaded, value)
+    elif isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(loaded, value)
+    else:
+        assert loaded == value
+    assert path.exists() and not list(path.parent.glob(".*tmp"))
+
+
+def test_genotypes_round_trip_memory_mapped(tmp_path: Path) -> None:
+    matrix = _matrix()
+    formats.save(matrix, UPath(tmp_path) / "genotypes" / "chr1")
+    loaded = formats.load(UPath(tmp_path) / "genotypes" / "chr1")
+    assert isinstance(loaded.haplotypes, np.memmap)
+    np.testing.assert_array_equal(loaded.haplotypes, matrix.haplotypes)
+    np.testing.assert_array_equal(loaded.phased, matrix.phased)
+    pd.testing.assert_frame_equal(loaded.variants, matrix.variants)
+    assert loaded.samples == matrix.samples
+
+
+def test_failed_write_leaves_the_previous_version(tmp_path: Path) -> None:
+    stem = UPath(tmp_path) / "expression"
+    good = pd.DataFrame({"x": [1.0]})
+    formats.save(good, stem)
+    with pytest.raises(RuntimeError), formats.atomic_target(
+            UPath(tmp_path) / "expression.parquet") as scratch:
+        scratch.write_bytes(b"half a parquet file")
+        raise RuntimeError("crash mid-write")
+    pd.testing.assert_frame_equal(formats.load(stem), good)
+    assert [p.name for p in tmp_path.iterdir()] == ["expression.parquet"]
+
+
+def test_folder_replaced_in_one_step(tmp_path: Path) -> None:
+    stem = UPath(tmp_path) / "genotypes" / "chr1"
+    formats.save(_matrix(0), stem)
+    formats.save(_matrix(1), stem)
+    np.testing.assert_array_equal(formats.load(stem).haplotypes, _matrix(1).haplotypes)
+    assert sorted(p.name for p in (tmp_path / "genotypes").iterdir()) == ["chr1.genotypes"]
+
+
+def test_pickle_is_never_used(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="no storage format for object"):
+        formats.save(object(), UPath(tmp_path) / "x")
+    with pytest.raises(ValueError, match="pickle"):
+        formats.save(np.array([{"a": 1}], dtype=object), UPath(tmp_path) / "objects")
+
+
+def test_fsspec_root(tmp_path: Path) -> None:
+    root = UPath("memory://apoe-test/store")
+    formats.save(_matrix(), root / "genotypes" / "chr1")
+    formats.save(pd.DataFrame({"y": [3]}), root / "covariates")
+    assert formats.load(root / "covariates")["y"].tolist() == [3]
+    np.testing.assert_array_equal(formats.load(root / "genotypes" / "chr1").haplotypes,
+                                  _matrix().haplotypes)
+
+
+def test_io_manager_paths_and_multi_partition_loads(tmp_path: Path) -> None:
+    genes = dg.StaticPartitionsDefinition(["APOE", "TOMM40"])
+
+    @dg.asset(partitions_def=genes)
+    def per_gene(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"gene": [context.partition_key]})
+
+    @dg.asset(deps=[])
+    def all_genes(per_gene: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat(per_gene.values())
+
+    storage = AssetStorage(root=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        for key in genes.get_partition_keys():
+            assert dg.materialize([per_gene], partition_key=key, instance=instance,
+                                  resources={"io_manager": storage}).success
+        result = dg.materialize([per_gene, all_genes], selection=[all_genes],
+                                instance=instance, resources={"io_manager": storage})
+    assert result.success
+    assert (tmp_path / "per_gene" / "APOE.parquet").exists()
+    assert sorted(pd.read_parquet(tmp_path / "all_genes.parquet")["gene"]) == ["APOE", "TOMM40"]
