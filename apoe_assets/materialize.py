@@ -16,7 +16,6 @@ import dagster as dg
 from apoe_assets.definitions import build_definitions
 from apoe_assets.study import load_study
 
-
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

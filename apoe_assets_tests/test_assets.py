@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pytest
-import yaml
 
 from apoe_assets.definitions import build_definitions
-from apoe_assets.genomics.errors import InputError
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.resources.formats import read_genotypes as read_stored_genotypes
-from apoe_assets.study import StudyError, load_study
-from apoe_assets_tests.conftest import failure_message, materialise, snapshot
+from apoe_assets.study import load_study
+from apoe_assets_tests.conftest import materialise
 from apoe_assets_tests.studies import (
     SAMPLES,
-    Record,
     TinyStudy,
-    default_records,
-    vcf_text,
     write_tiny_study,
-    write_vcf,
 )
 
 

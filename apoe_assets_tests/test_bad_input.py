@@ -157,5 +157,5 @@ def test_bad_study_file_names_the_field(tiny: TinyStudy, edit: dict, expected: l
 
 def test_invalid_yaml_names_the_file(tiny: TinyStudy) -> None:
     tiny.study.write_text("name: [unclosed\n")
-    with pytest.raises(StudyError, match="study.yaml: invalid YAML"):
+    with pytest.raises(StudyError, match=r"study\.yaml: invalid YAML"):
         load_study(tiny.study)
