@@ -128,7 +128,7 @@ def load_study(path: Path | str | None = None) -> Study:
     if isinstance(genotypes, str):
         raw["genotypes"] = _resolve(base, genotypes)
     elif isinstance(genotypes, dict):
-        raw["genotypes"] = {k: _resolve(base, str(v)) for k, v in genotypes.items()}
+        raw["genotypes"] = {str(k): _resolve(base, str(v)) for k, v in genotypes.items()}
     for key in ("storage_root", "mlflow_tracking_uri"):
         raw[key] = _resolve(base, str(raw.get(key, Study.model_fields[key].default)))
     try:

@@ -28,6 +28,7 @@ def read_annotation(path: Path | str) -> pd.DataFrame:
         raise InputError(path, "annotation file not found")
     is_gtf = ".gtf" in path.suffixes
     genes = _read_gtf(path) if is_gtf else _read_tsv(path)
+    _require_integers(genes, path, line_offset=None if is_gtf else 2)
     bad_strand = genes.index[~genes["strand"].isin(["+", "-"])]
     if len(bad_strand):
         row = genes.loc[bad_strand[0]]
@@ -53,12 +54,21 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     if missing:
         raise InputError(path, f"missing column(s) {', '.join(missing)}; expected "
                          f"{', '.join(TSV_COLUMNS)}")
-    for column in ("start", "end"):
-        if not pd.api.types.is_integer_dtype(table[column]):
-            bad = pd.to_numeric(table[column], errors="coerce").isna().idxmax()
-            raise InputError(path, f"column {column} must be an integer, got "
-                             f"{table.loc[bad, column]!r}", record=f"line {bad + 2}")
     return table[TSV_COLUMNS].copy()
+
+
+def _require_integers(genes: pd.DataFrame, path: Path, line_offset: int | None) -> None:
+    """Make start/end integers, or name the first row whose value is not a whole number."""
+    for column in ("start", "end"):
+        values = pd.to_numeric(genes[column], errors="coerce")
+        bad = values.isna() | (values % 1 != 0)
+        if bad.any():
+            index = bad.idxmax()
+            where = (f"line {index + line_offset}" if line_offset is not None
+                     else f"gene {genes.loc[index, 'gene_id']}")
+            raise InputError(path, f"column {column} must be an integer, got "
+                             f"{genes.loc[index, column]!r}", record=where)
+        genes[column] = values.astype("int64")
 
 
 def _read_gtf(path: Path) -> pd.DataFrame:

@@ -27,7 +27,8 @@ def fasta_bytes(records: Iterable[tuple[str, bytes]], line_width: int = LINE_WID
         header = f">{name}\n".encode()
         lines = [seq[i : i + line_width] for i in range(0, len(seq), line_width)]
         body = b"\n".join(lines) + (b"\n" if lines else b"")
-        fai.append(f"{name}\t{len(seq)}\t{offset + len(header)}\t{line_width}\t{line_width + 1}")
+        bases = min(line_width, len(seq))  # samtools: a one-line contig's own length
+        fai.append(f"{name}\t{len(seq)}\t{offset + len(header)}\t{bases}\t{bases + 1}")
         parts += [header, body]
         offset += len(header) + len(body)
     return b"".join(parts), fai

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,10 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     if not path.exists():
         raise InputError(path, f"{what} file not found")
     try:
-        header = pd.read_csv(path, sep="\t", nrows=0).columns
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot parse {what} as TSV: {exc}") from exc
+        with gzip.open(path, "rt") if _is_gzip(path) else path.open() as handle:
+            header = handle.readline().rstrip("\n").split("\t")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read {what} as TSV: {exc}") from exc
     duplicates = [c for c, n in Counter(header).items() if n > 1]
     if duplicates:
         raise InputError(path, f"duplicate sample IDs in the header: {', '.join(duplicates[:5])}")
@@ -27,6 +29,11 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t", dtype={header[0]: str})
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(path, f"cannot parse {what}: {exc}") from exc
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
 
 
 def _numeric(values: pd.DataFrame, path: Path, what: str) -> pd.DataFrame:

@@ -137,7 +137,7 @@ def _records(vcf: cyvcf2.VCF, path: Path, native: str, intervals: list[Interval]
             except Exception as exc:  # cyvcf2 raises a bare Exception on a malformed line
                 raise InputError(path, f"malformed or truncated VCF line: {exc}",
                                  record=f"after {last}") from exc
-            if query is None and native != record.CHROM:
+            if query is None and canonical_chrom(record.CHROM) != canonical_chrom(native):
                 continue
             key = (record.POS, record.REF, tuple(record.ALT))
             if key in seen:
@@ -183,7 +183,7 @@ def read_genotypes(
         if gt.shape[0] != n_samples:
             raise InputError(path, f"{gt.shape[0]} genotypes for {n_samples} samples",
                              record=where)
-        alleles = gt[:, :2].astype(np.int16)
+        alleles = gt[:, :-1].astype(np.int16)  # the last column is the phased flag
         if alleles.shape[1] == 1:
             alleles = np.repeat(alleles, 2, axis=1)
         haploid = alleles[:, 1] == _HAPLOID_PAD
