@@ -94,6 +94,7 @@ def summary(results: list[dg.ExecuteInProcessResult]) -> str:
     """A short table of what was made: materialisations per asset, checks passed."""
     made: dict[str, int] = {}
     checks = passed = 0
+    failed = []
     for result in results:
         for event in result.get_asset_materialization_events():
             key = event.asset_key.to_user_string()
@@ -101,9 +102,14 @@ def summary(results: list[dg.ExecuteInProcessResult]) -> str:
         for evaluation in result.get_asset_check_evaluations():
             checks += 1
             passed += evaluation.passed
+            if not evaluation.passed:
+                partition = f" [{evaluation.partition}]" if evaluation.partition else ""
+                failed.append(f"  {evaluation.severity.value.lower()}: "
+                              f"{evaluation.asset_key.to_user_string()} "
+                              f"{evaluation.check_name}{partition}")
     lines = ["made:"] + [f"  {key:<20} {n} partition(s)" for key, n in made.items()]
     lines.append(f"checks: {passed}/{checks} passed")
-    return "\n".join(lines)
+    return "\n".join(lines + failed)
 
 
 if __name__ == "__main__":

@@ -160,13 +160,15 @@ def _indel(region: bytes, offset: int, next_offset: int, deletion: bool,
     """A left-aligned, VCF-anchored indel at ``offset`` that ends before ``next_offset``.
 
     A deletion of bases ``offset+1 … offset+k`` is left-aligned only if the last deleted base
-    differs from the anchor, an insertion only if its last inserted base does; a deletion that
-    cannot be both short enough and left-aligned becomes an insertion.
+    differs from the anchor, an insertion only if its last inserted base does. A deletion
+    takes the drawn length or the nearest that is left-aligned and ends before the next site;
+    one that has none becomes an insertion.
     """
     anchor = chr(region[offset])
     length = min(int(rng.geometric(0.45)), MAX_INDEL_LENGTH)
     if deletion:
-        for k in range(min(length, next_offset - offset - 1), 0, -1):
+        room = min(MAX_INDEL_LENGTH, next_offset - offset - 1)
+        for k in sorted(range(1, room + 1), key=lambda k: (abs(k - length), k)):
             if chr(region[offset + k]) != anchor:
                 return region[offset : offset + k + 1].decode(), anchor
     body = "".join(rng.choice(list(_BASES), size=length - 1)) if length > 1 else ""

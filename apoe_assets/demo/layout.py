@@ -1,0 +1,45 @@
+"""Where each file of a demo study lives (relative to the study folder) and study.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+STUDY_FILE = "study.yaml"
+README = "README.md"
+REFERENCE = "reference/chr19.fa.gz"
+GENOTYPES = "genotypes/chr19.vcf.gz"
+EXPRESSION = "expression/expression.bed.gz"
+COVARIATES = "expression/covariates.tsv"
+ANNOTATION = "annotation/genes.tsv"
+TRUTH = "truth"
+TRUTH_CAUSAL = f"{TRUTH}/causal_variants.tsv"
+TRUTH_GENES = f"{TRUTH}/genes.tsv"
+TRUTH_COVARIATES = f"{TRUTH}/covariate_effects.tsv"
+TRUTH_SIMULATION = f"{TRUTH}/simulation.json"
+
+STUDY_NAME = "apoe-demo"
+WINDOW_LENGTH = 24_576
+CIS_WINDOW = 1_000_000
+STORAGE_ROOT = "../../.apoe/storage"
+MLFLOW_TRACKING_URI = "sqlite:///../../.apoe/mlflow.db"
+
+
+def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
+    """The study file, keys in a fixed order, paths relative to it."""
+    lines = [
+        f"name: {STUDY_NAME}",
+        f"seed: {seed}",
+        f"reference_fasta: {REFERENCE}",
+        f"genotypes: {GENOTYPES}",
+        f"expression: {EXPRESSION}",
+        f"covariates: {COVARIATES}",
+        f"annotation: {ANNOTATION}",
+        f"genes: [{', '.join(genes)}]",
+        f"window_length: {WINDOW_LENGTH}",
+        f"cis_window: {CIS_WINDOW}",
+        "ref_mismatch: fail",
+        f"storage_root: {STORAGE_ROOT}",
+        f"mlflow_tracking_uri: {MLFLOW_TRACKING_URI}",
+        f"truth: {TRUTH}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
