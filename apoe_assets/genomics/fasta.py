@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyfaidx
 
-from apoe_assets.genomics.bgzf import bgzf_compress, gzi_bytes
 from apoe_assets.genomics.contigs import canonical_chrom, native_names
 from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.errors import InputError
-
-LINE_WIDTH = 60
+from apoe_assets.genomics.fasta_writer import LINE_WIDTH, IndexedFastaWriter, wrap_lines
 
 
 def fasta_bytes(records: Iterable[tuple[str, bytes]], line_width: int = LINE_WIDTH
@@ -25,8 +22,7 @@ def fasta_bytes(records: Iterable[tuple[str, bytes]], line_width: int = LINE_WID
     offset = 0
     for name, seq in records:
         header = f">{name}\n".encode()
-        lines = [seq[i : i + line_width] for i in range(0, len(seq), line_width)]
-        body = b"\n".join(lines) + (b"\n" if lines else b"")
+        body = wrap_lines(seq, line_width)
         bases = min(line_width, len(seq))  # samtools: a one-line contig's own length
         fai.append(f"{name}\t{len(seq)}\t{offset + len(header)}\t{bases}\t{bases + 1}")
         parts += [header, body]
@@ -41,14 +37,9 @@ def write_indexed_fasta(path: Path, records: Iterable[tuple[str, bytes]], thread
     Each file is written beside its target and renamed into place, so readers never see a
     half-written FASTA.
     """
-    text, fai = fasta_bytes(records, line_width)
-    compressed, offsets = bgzf_compress(text, threads=threads)
-    for target, payload in ((Path(f"{path}.gzi"), gzi_bytes(offsets)),
-                            (Path(f"{path}.fai"), ("\n".join(fai) + "\n").encode()),
-                            (path, compressed)):
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(payload)
-        os.replace(tmp, target)
+    with IndexedFastaWriter(path, threads=threads, line_width=line_width) as writer:
+        for name, sequence in records:
+            writer.add(name, sequence)
 
 
 @dataclass(frozen=True)
