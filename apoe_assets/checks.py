@@ -8,6 +8,7 @@ import pandas as pd
 from apoe_assets.genomics.coordinates import Interval, from_one_based
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
 
@@ -92,5 +93,18 @@ def _checks(parts: StudyPartitions) -> list[dg.AssetChecksDefinition]:
         nan = int(covariates.isna().to_numpy().sum())
         return dg.AssetCheckResult(passed=nan == 0, metadata={"nan_values": nan})
 
+    @dg.asset_check(asset="personal_sequences", partitions_def=parts.genes, blocking=True)
+    def tss_centred(personal_sequences: SequenceFolder) -> dg.AssetCheckResult:
+        """Every haplotype's TSS index points at the reference TSS context (where no variant
+        near the TSS makes that untestable), so re-centring puts the TSS at L/2."""
+        manifest = personal_sequences.manifest()
+        checked = manifest["tss_matches_reference"].dropna()
+        wrong = manifest.loc[manifest["tss_matches_reference"] == 0, "record"].tolist()
+        return dg.AssetCheckResult(
+            passed=not wrong and len(checked) > 0,
+            metadata={"verified": int(checked.sum()), "mismatches": len(wrong),
+                      "untestable": int(manifest["tss_matches_reference"].isna().sum()),
+                      "examples": ", ".join(wrong[:_EXAMPLES]) or "none"})
+
     return [ref_matches_reference, heterozygotes_phased, missingness, samples_shared,
-            expression_complete, covariates_complete]
+            expression_complete, covariates_complete, tss_centred]

@@ -7,6 +7,7 @@ import dagster as dg
 
 from apoe_assets.assets.ingestion import ingestion_assets
 from apoe_assets.assets.loci import locus_assets
+from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.checks import ingestion_checks
 from apoe_assets.partitions import study_partitions
 from apoe_assets.resources.storage import AssetStorage
@@ -18,7 +19,7 @@ def build_definitions(study: Study) -> dg.Definitions:
     """Everything Dagster needs for one study."""
     parts = study_partitions(study)
     return dg.Definitions(
-        assets=[*ingestion_assets(parts), *locus_assets(parts)],
+        assets=[*ingestion_assets(parts), *locus_assets(parts), *sequence_assets(parts)],
         asset_checks=ingestion_checks(parts),
         resources={
             "io_manager": AssetStorage(root=study.storage_root),

@@ -28,6 +28,21 @@ class StudyError(ValueError):
     """The study file is missing, not YAML, or has a field of the wrong kind."""
 
 
+class SequenceSettings(BaseModel):
+    """How personal haplotype sequences are built (``sequences:`` in the study file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missing: Literal["ref", "N"] = Field(
+        "ref", description="a missing genotype gives the reference base, or N (bcftools -M N)")
+    snps_only: bool = Field(False, description="apply SNVs and MNVs only, no indels")
+    chunk_samples: Annotated[int, Field(gt=0)] = Field(
+        256, description="samples built and written at a time (bounds memory)")
+    flank: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="bases kept beyond each side of the model window so that indels can "
+        "be re-centred on the TSS with real sequence; default L/8")
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -49,6 +64,7 @@ class Study(BaseModel):
     storage_root: str = ".apoe/storage"
     mlflow_tracking_uri: str = "sqlite:///.apoe/mlflow.db"
     truth: Path | None = None
+    sequences: SequenceSettings = SequenceSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 
     @field_validator("regions")
@@ -64,6 +80,12 @@ class Study(BaseModel):
         if isinstance(value, dict):
             return {canonical_chrom(k): v for k, v in value.items()}
         return value
+
+    @property
+    def sequence_flank(self) -> int:
+        """Bases kept beyond each side of the model window in personal sequences."""
+        flank = self.sequences.flank
+        return self.window_length // 8 if flank is None else flank
 
     def genotype_file(self, chrom: str) -> Path:
         """The VCF/BCF that holds chromosome ``chrom`` (canonical name)."""

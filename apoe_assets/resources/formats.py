@@ -22,6 +22,7 @@ import pandas as pd
 from upath import UPath
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.personal import SequenceFolder
 
 _LOCAL = {"", "file", "local"}
 
@@ -118,7 +119,12 @@ def read_genotypes(folder: Path) -> GenotypeMatrix:
     )
 
 
+def _move_folder(folder: SequenceFolder, target: Path) -> None:
+    shutil.move(str(folder.path), str(target))
+
+
 FORMATS = (
+    Format(SequenceFolder, ".sequences", _move_folder, SequenceFolder),
     Format(pd.DataFrame, ".parquet", _write_table, pd.read_parquet),
     Format(GenotypeMatrix, ".genotypes", write_genotypes, read_genotypes),
     Format(np.ndarray, ".npy", _write_array, lambda p: np.load(p, allow_pickle=False)),

@@ -1,0 +1,90 @@
+"""Personal haplotype sequences per gene, as `bcftools consensus -H 1pIu/2pIu` writes them."""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from apoe_assets.assets.metadata import preview
+from apoe_assets.genomics.consensus import SKIP_REASONS
+from apoe_assets.genomics.coordinates import Interval
+from apoe_assets.genomics.fasta import ReferenceGenome
+from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.loci import variants_in
+from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
+from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.study import StudyResource
+
+GROUP = "genes"
+
+
+def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
+    """The ``personal_sequences`` asset, partitioned by gene."""
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=parts.genes,
+        ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+        kinds={"fasta"},
+    )
+    def personal_sequences(context: dg.AssetExecutionContext, study: StudyResource,
+                           gene_annotation: pd.DataFrame, genotypes: GenotypeMatrix
+                           ) -> SequenceFolder:
+        """Both haplotypes of every sample over the gene's model window (plus a flank for
+        re-centring on the TSS): a bgzipped, faidx-indexed FASTA with records
+        ``{sample}_h1``/``{sample}_h2`` and a manifest with hashes, counts and TSS indexes."""
+        config = study.load()
+        gene = gene_annotation.set_index("partition_key").loc[context.partition_key]
+        flank = config.sequence_flank
+        window = Interval(gene["chrom"], int(gene["window_start"]) - flank,
+                          int(gene["window_end"]) + flank)
+        settings = config.sequences
+        spec = SequenceSpec(window, int(gene["tss"]), settings.missing, settings.snps_only,
+                            settings.chunk_samples)
+        reference = ReferenceGenome(config.reference_fasta)
+        try:
+            bases = reference.fetch(window)
+        finally:
+            reference.close()
+        folder = SequenceFolder(Path(tempfile.mkdtemp(prefix="apoe-sequences-")))
+        folder.path.chmod(0o755)  # mkdtemp makes it private; the stored folder is not
+        started = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            context.log.info(f"{context.partition_key}: {done}/{total} samples "
+                             f"({rate:,.0f} samples/s)")
+
+        manifest = write_personal_sequences(folder.path, bases, genotypes, spec,
+                                            threads=os.cpu_count() or 1, progress=progress)
+        seconds = time.perf_counter() - started
+        in_window = variants_in(genotypes, window.start, window.end)
+        het = genotypes.heterozygous()[in_window]
+        unphased = het & ~genotypes.phased[in_window]
+        tss_checked = manifest["tss_matches_reference"].dropna()
+        context.add_output_metadata({
+            "window": window.to_region(),
+            "tss": int(gene["tss"]) + 1,
+            "haplotypes": len(manifest),
+            "unique_sequences": int(manifest["hash"].nunique()),
+            "unique_fraction": float(manifest["hash"].nunique() / len(manifest)),
+            "variants_in_window": int(in_window.sum()),
+            "variants_applied_mean": float(manifest["variants_applied"].mean()),
+            **{f"skipped_{r}": int(manifest[f"skipped_{r}"].sum()) for r in SKIP_REASONS},
+            "unphased_heterozygous_fraction": float(unphased.sum() / max(het.sum(), 1)),
+            "tss_verified": int(tss_checked.sum()),
+            "tss_mismatches": int((tss_checked == 0).sum()),
+            "tss_untestable": int(manifest["tss_matches_reference"].isna().sum()),
+            "fasta_bytes": (folder.fasta).stat().st_size,
+            "seconds": round(seconds, 2),
+            "haplotypes_per_second": round(len(manifest) / max(seconds, 1e-9)),
+            "missing_policy": settings.missing,
+            "snps_only": settings.snps_only,
+            "preview": preview(manifest.drop(columns=["hash"])),
+        })
+        return folder
+
+    return [personal_sequences]
