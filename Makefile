@@ -7,7 +7,9 @@ export DAGSTER_HOME := $(STATE)/dagster_home
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: demo test ui lint data validate clean
+.PHONY: demo test ui lint data validate clean peers
+PEERS := bcftools samtools tabix
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/.runtime: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,14 @@ demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 ## Run the whole test suite.
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+## Debian's validation peers that the tests compare against (bcftools, samtools, tabix).
+peers:
+	@missing=$$(for t in $(PEERS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(PEERS); \
+	fi
 
 ## Dagster UI (webserver + daemon) and MLflow UI, both on 127.0.0.1.
 ui: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml

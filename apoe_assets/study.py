@@ -58,6 +58,8 @@ class Study(BaseModel):
     annotation: Path
     genes: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
+    samples: list[str] = Field(default_factory=list,
+                               description="samples to use (default: every VCF sample)")
     window_length: Annotated[int, Field(gt=0, multiple_of=128)] = 196_608
     cis_window: Annotated[int, Field(gt=0)] = 1_000_000
     ref_mismatch: Literal["fail", "drop"] = "fail"

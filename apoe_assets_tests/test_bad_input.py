@@ -91,7 +91,13 @@ def _nan_covariate_sample(tiny: TinyStudy) -> None:
     path.write_text(path.read_text().replace("\ts6", "\ts6_renamed", 1))
 
 
+def _unknown_sample(tiny: TinyStudy) -> None:
+    _set_study(tiny, samples=["s1", "s2", "nobody"])
+
+
 CASES = {
+    "requested sample not in the VCF": (_unknown_sample, ["genotypes.vcf.gz", "nobody",
+                                                          "not in the VCF"]),
     # name: (break the study, asset expected to fail, texts the error must contain)
     "missing VCF": (_drop_vcf, ["genotypes.vcf.gz", "VCF not found"]),
     "VCF without index": (_drop_index, ["genotypes.vcf.gz", "tabix -p vcf"]),
@@ -159,3 +165,13 @@ def test_invalid_yaml_names_the_file(tiny: TinyStudy) -> None:
     tiny.study.write_text("name: [unclosed\n")
     with pytest.raises(StudyError, match=r"study\.yaml: invalid YAML"):
         load_study(tiny.study)
+
+
+def test_requested_samples_subset_every_table(tiny: TinyStudy,
+                                              instance: dg.DagsterInstance) -> None:
+    _set_study(tiny, samples=["s5", "s2", "s3"])
+    assert all(r.success for r in materialise(tiny.study, instance))
+    stored = read_genotypes(tiny.storage / "genotypes" / "chr1.genotypes")
+    assert stored.samples == ["s2", "s3", "s5"]  # VCF order
+    expression = pd.read_parquet(tiny.storage / "expression.parquet")
+    assert list(expression.columns) == ["s2", "s3", "s5"]

@@ -16,7 +16,7 @@ from apoe_assets.genomics.phenotypes import (
     read_covariates,
     read_expression_bed,
 )
-from apoe_assets.genomics.vcf import read_genotypes, vcf_samples
+from apoe_assets.genomics.vcf import read_genotypes, select_samples, vcf_samples
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
@@ -31,7 +31,7 @@ def genotype_samples(study: Study) -> list[str]:
     for other in files[1:]:
         if vcf_samples(other) != samples:
             raise InputError(other, f"samples differ from those of {files[0]}")
-    return samples
+    return select_samples(samples, study.samples, files[0]) if study.samples else samples
 
 
 def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
@@ -86,7 +86,8 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         started = time.perf_counter()
         reference = ReferenceGenome(config.reference_fasta)
         try:
-            matrix, report = read_genotypes(path, chrom, reference, regions, config.ref_mismatch)
+            matrix, report = read_genotypes(path, chrom, reference, regions, config.ref_mismatch,
+                                            samples=config.samples or None)
         finally:
             reference.close()
         seconds = time.perf_counter() - started

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -98,6 +98,17 @@ def _text_header_samples(path: Path) -> list[str] | None:
     return None
 
 
+def select_samples(available: list[str], requested: Sequence[str], path: Path | str
+                   ) -> list[str]:
+    """The ``requested`` samples in file order; an error names those the file lacks."""
+    absent = sorted(set(requested) - set(available))
+    if absent:
+        raise InputError(path, f"{len(absent)} requested sample(s) not in the VCF: "
+                         f"{', '.join(absent[:5])}")
+    wanted = set(requested)
+    return [s for s in available if s in wanted]
+
+
 def vcf_samples(path: Path | str) -> list[str]:
     """Sample IDs of a VCF/BCF, in file order, after the header checks of :func:`open_vcf`."""
     vcf = open_vcf(path)
@@ -153,18 +164,22 @@ def read_genotypes(
     reference: ReferenceGenome,
     intervals: list[Interval] | None = None,
     ref_mismatch: RefMismatchPolicy = "fail",
+    samples: Sequence[str] | None = None,
 ) -> tuple[GenotypeMatrix, ReadReport]:
     """Read chromosome ``chrom`` (any naming style) of a VCF/BCF as split biallelic records.
 
     Only records overlapping ``intervals`` are read when given (this needs an index). Each REF
     is compared with ``reference``: ``fail`` raises naming the first mismatches, ``drop`` drops
-    them and reports the count.
+    them and reports the count. ``samples`` keeps only those samples (in VCF order); one
+    the VCF lacks is an error.
     """
     path = Path(path)
     chrom = canonical_chrom(chrom)
     vcf = open_vcf(path, need_index=intervals is not None)
     natives = native_names(vcf.seqnames) if vcf.seqnames else {}
     native = natives.get(chrom, chrom[3:] if chrom.startswith("chr") else chrom)
+    if samples:
+        vcf.set_samples(select_samples(list(vcf.samples), samples, path))
     samples = list(vcf.samples)
     n_samples = len(samples)
     report = ReadReport()
