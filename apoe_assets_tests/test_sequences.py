@@ -7,10 +7,13 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import pyfaidx
 import pytest
 import yaml
 
 from apoe_assets.definitions import build_definitions
+from apoe_assets.genomics.coordinates import Interval
+from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.study import DEMO_STUDY, load_study
 
@@ -73,3 +76,29 @@ def test_every_haplotype_matches_bcftools_consensus(tmp_path: Path, gene: str, m
         theirs = _bcftools(region_fasta, study.genotypes, row.sample, row.haplotype, *flags)
         assert ours.fetch(row.record) == theirs, row.record
     assert metadata["unique_sequences"].value == manifest["hash"].nunique() < len(manifest)
+    assert manifest.groupby("hash")["length"].nunique().eq(1).all()
+
+    record = manifest["record"].iloc[7]
+    assert str(pyfaidx.Fasta(str(folder.fasta), build_index=False)[record]) == ours.fetch(record)
+    cli = subprocess.run(["samtools", "faidx", str(folder.fasta), record], check=True,
+                         capture_output=True, text=True).stdout
+    assert "".join(cli.splitlines()[1:]) == ours.fetch(record)
+
+
+def test_model_inputs_put_each_tss_at_the_centre(tmp_path: Path) -> None:
+    study_file = _demo_copy(tmp_path)
+    _materialise_gene(study_file, "APOE")
+    study = load_study(study_file)
+    folder = SequenceFolder(tmp_path / "storage" / "personal_sequences" / "APOE.sequences")
+    manifest = folder.manifest()
+    shifted = manifest.loc[manifest["tss_index"] != manifest["tss_index"].mode()[0], "record"]
+    plain = manifest.loc[manifest["tss_index"] == manifest["tss_index"].mode()[0], "record"]
+    records = [*shifted[:3], *plain[:3]]
+    assert len(shifted) > 0  # indels upstream of the TSS exist in the demo
+    length = study.window_length
+    tss = int(study.gene_table.set_index("partition_key").at["APOE", "tss"])
+    reference = ReferenceGenome(study.reference_fasta).fetch(
+        Interval("chr19", tss - 8, tss + 9))
+    for name, sequence in zip(records, folder.model_inputs(length, records), strict=True):
+        assert len(sequence) == length
+        assert sequence[length // 2 - 8 : length // 2 + 9] == reference, name

@@ -18,6 +18,7 @@ from apoe_assets.genomics.consensus import (
     MissingPolicy,
     VariantIndex,
     build_haplotypes,
+    centre_on_tss,
     sample_chunks,
 )
 from apoe_assets.genomics.coordinates import Interval
@@ -51,6 +52,19 @@ class SequenceFolder:
     def open(self) -> pysam.FastaFile:
         """Random access to the records by name (``{sample}_h1``, ``{sample}_h2``)."""
         return pysam.FastaFile(str(self.fasta))
+
+    def model_inputs(self, length: int, records: list[str] | None = None) -> list[bytes]:
+        """Haplotypes re-centred on their own TSS and cut or N-padded to ``length`` (the
+        model window): the TSS base sits at index ``length // 2`` of every one."""
+        manifest = self.manifest().set_index("record")
+        names = list(manifest.index) if records is None else records
+        fasta = self.open()
+        try:
+            return [centre_on_tss(fasta.fetch(name).encode(),
+                                  int(manifest.at[name, "tss_index"]), length)
+                    for name in names]
+        finally:
+            fasta.close()
 
 
 @dataclass(frozen=True)
