@@ -1,6 +1,7 @@
 """Personal haplotype sequences per gene, as `bcftools consensus -H 1pIu/2pIu` writes them."""
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +59,12 @@ def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             context.log.info(f"{context.partition_key}: {done}/{total} samples "
                              f"({rate:,.0f} samples/s)")
 
-        manifest = write_personal_sequences(folder.path, bases, genotypes, spec,
-                                            threads=os.cpu_count() or 1, progress=progress)
+        try:
+            manifest = write_personal_sequences(folder.path, bases, genotypes, spec,
+                                                threads=os.cpu_count() or 1, progress=progress)
+        except BaseException:
+            shutil.rmtree(folder.path, ignore_errors=True)
+            raise
         seconds = time.perf_counter() - started
         in_window = variants_in(genotypes, window.start, window.end)
         het = genotypes.heterozygous()[in_window]
