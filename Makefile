@@ -8,7 +8,7 @@ DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
 .PHONY: demo test ui lint data validate clean peers
-PEERS := bcftools samtools tabix
+PEERS := bcftools samtools tabix plink1.9 plink2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/.runtime: pyproject.toml setup.py
