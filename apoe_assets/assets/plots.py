@@ -1,0 +1,54 @@
+"""Plots for materialisation metadata: PNGs embedded in Markdown, so the Dagster UI shows them."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import dagster as dg
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt
+import numpy as np
+
+_DPI = 110
+
+
+def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int | None = None,
+               marked: Sequence[int] = ()) -> dg.MetadataValue:
+    """Position (Mb) against −log10 p; ``marked`` positions (e.g. planted causal SNPs) ringed,
+    the TSS as a dashed line."""
+    figure, axes = plt.subplots(figsize=(7, 3))
+    score = -np.log10(np.clip(pvalues, 1e-300, 1))
+    axes.scatter(positions / 1e6, score, s=6, color="#4a6fa5", linewidths=0)
+    marked_mask = np.isin(positions, np.asarray(marked))
+    if marked_mask.any():
+        axes.scatter(positions[marked_mask] / 1e6, score[marked_mask], s=60,
+                     facecolors="none", edgecolors="#d1495b", label="planted causal")
+        axes.legend(frameon=False, loc="upper right")
+    if tss is not None:
+        axes.axvline(tss / 1e6, color="grey", linestyle="--", linewidth=0.8)
+    axes.set(xlabel="position (Mb)", ylabel="−log10 p", title=title)
+    return _embed(figure, title)
+
+
+def qq_plot(pvalues: np.ndarray, title: str) -> dg.MetadataValue:
+    """Observed against expected −log10 p under the null, with the identity line."""
+    p = np.sort(np.clip(pvalues[np.isfinite(pvalues)], 1e-300, 1))
+    expected = -np.log10((np.arange(1, len(p) + 1) - 0.5) / max(len(p), 1))
+    figure, axes = plt.subplots(figsize=(3.5, 3.5))
+    axes.scatter(expected, -np.log10(p), s=6, color="#4a6fa5", linewidths=0)
+    top = max(expected.max(initial=1), 1)
+    axes.plot([0, top], [0, top], color="grey", linewidth=0.8)
+    axes.set(xlabel="expected −log10 p", ylabel="observed −log10 p", title=title)
+    return _embed(figure, title)
