@@ -63,6 +63,8 @@ class Study(BaseModel):
     window_length: Annotated[int, Field(gt=0, multiple_of=128)] = 196_608
     cis_window: Annotated[int, Field(gt=0)] = 1_000_000
     ref_mismatch: Literal["fail", "drop"] = "fail"
+    folds: Annotated[int, Field(ge=2)] = Field(
+        5, description="cross-validation folds shared by every weight and model")
     storage_root: str = ".apoe/storage"
     mlflow_tracking_uri: str = "sqlite:///.apoe/mlflow.db"
     truth: Path | None = None

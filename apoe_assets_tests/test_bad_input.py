@@ -95,7 +95,12 @@ def _unknown_sample(tiny: TinyStudy) -> None:
     _set_study(tiny, samples=["s1", "s2", "nobody"])
 
 
+def _too_many_folds(tiny: TinyStudy) -> None:
+    _set_study(tiny, folds=7)
+
+
 CASES = {
+    "fewer samples than folds": (_too_many_folds, ["6 samples cannot fill 7 folds"]),
     "requested sample not in the VCF": (_unknown_sample, ["genotypes.vcf.gz", "nobody",
                                                           "not in the VCF"]),
     # name: (break the study, asset expected to fail, texts the error must contain)
@@ -169,7 +174,7 @@ def test_invalid_yaml_names_the_file(tiny: TinyStudy) -> None:
 
 def test_requested_samples_subset_every_table(tiny: TinyStudy,
                                               instance: dg.DagsterInstance) -> None:
-    _set_study(tiny, samples=["s5", "s2", "s3"])
+    _set_study(tiny, samples=["s5", "s2", "s3"], folds=3)
     assert all(r.success for r in materialise(tiny.study, instance))
     stored = read_genotypes(tiny.storage / "genotypes" / "chr1.genotypes")
     assert stored.samples == ["s2", "s3", "s5"]  # VCF order
