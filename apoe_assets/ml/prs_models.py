@@ -1,0 +1,159 @@
+"""PRS models fitted on one outer fold's training samples: baseline and P+T.
+
+Both are scores of the fold's training eQTL slopes. Because raw scores have no natural scale
+(the baseline sums the marginal slopes of many correlated variants), each is calibrated,
+prediction = a + b·score, with a and b fitted on *inner* out-of-fold scores of the training
+samples; P+T's p-value threshold is chosen on the same inner out-of-fold scores (largest
+squared correlation with the target). Nothing here sees the outer fold's test samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from apoe_assets.ml.metrics import pearson_r
+from apoe_assets.stats.eqtl import CisWindow, EqtlResult
+from apoe_assets.stats.ld import clump
+from apoe_assets.stats.prs import score, threshold_weights
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """prediction = intercept + slope × score (least squares on inner out-of-fold scores)."""
+
+    intercept: float
+    slope: float
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, target: np.ndarray) -> Calibration:
+        scores = np.asarray(scores, dtype=np.float64)
+        target = np.asarray(target, dtype=np.float64)
+        centred = scores - scores.mean()
+        ss = float(centred @ centred)
+        if ss <= 1e-24 * max(len(scores), 1):
+            return cls(float(target.mean()), 0.0)
+        slope = float(centred @ (target - target.mean())) / ss
+        return cls(float(target.mean() - slope * scores.mean()), slope)
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return self.intercept + self.slope * np.asarray(scores, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class PrsFit:
+    """A calibrated score: weights over the fold's tested variants (window ``rows``)."""
+
+    rows: np.ndarray
+    variant_ids: np.ndarray
+    weights: np.ndarray
+    means: np.ndarray
+    calibration: Calibration
+    threshold: float | None = None
+    n_index: int | None = None
+    inner_r2: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def n_variants(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+    def raw_score(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
+        if not len(self.rows):
+            return np.zeros(len(samples))
+        return score(window.subset(samples)[self.rows], self.weights, self.means)
+
+    def predict(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
+        return self.calibration.apply(self.raw_score(window, samples))
+
+
+@dataclass(frozen=True)
+class InnerScores:
+    """Inner out-of-fold raw scores of the training samples (in training order)."""
+
+    baseline: np.ndarray
+    pt: np.ndarray
+    """``[thresholds, training samples]``."""
+
+
+def _means(dosages: np.ndarray) -> np.ndarray:
+    called = ~np.isnan(dosages)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(called.any(axis=1), np.nansum(dosages, axis=1) / called.sum(axis=1), 0.0)
+
+
+def _clump_index(codes: np.ndarray, window: CisWindow, eqtl: EqtlResult, *, r2: float,
+                 kb: float, p1: float) -> np.ndarray:
+    """Bool mask over ``eqtl``'s rows: index variants of a clumping on ``codes`` (its
+    samples' genotype codes, all window rows)."""
+    if not len(eqtl.rows):
+        return np.zeros(0, dtype=bool)
+    result = clump(codes[eqtl.rows], window.variants["pos"].to_numpy()[eqtl.rows],
+                   eqtl.table["pval_nominal"].to_numpy(), p1=p1, r2=r2, kb=kb)
+    mask = np.zeros(len(eqtl.rows), dtype=bool)
+    mask[result.index] = True
+    return mask
+
+
+def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
+                 inner: pd.Series, scan: Callable[[Sequence[str]], EqtlResult], *,
+                 thresholds: Sequence[float], r2: float, kb: float, p1: float) -> InnerScores:
+    """Baseline and P+T raw scores of every training sample from models fitted without it.
+
+    ``codes`` are the window's genotype codes for the window's samples; ``scan`` maps samples
+    to their eQTL result; ``inner`` assigns the training samples to inner folds.
+    """
+    position = {s: i for i, s in enumerate(train)}
+    column = {s: i for i, s in enumerate(window.samples)}
+    baseline = np.zeros(len(train))
+    pt = np.zeros((len(thresholds), len(train)))
+    for fold in sorted(set(inner.tolist())):
+        is_test = inner.to_numpy() == fold
+        inner_train = inner.index[~is_test].tolist()
+        inner_test = inner.index[is_test].tolist()
+        eqtl = scan(inner_train)
+        if not len(eqtl.rows):
+            continue
+        fit_dosages = window.subset(inner_train)[eqtl.rows]
+        means = _means(fit_dosages)
+        test_dosages = window.subset(inner_test)[eqtl.rows]
+        filled = np.where(np.isnan(test_dosages), means[:, None], test_dosages)
+        slopes = eqtl.table["slope"].to_numpy()
+        where = [position[s] for s in inner_test]
+        baseline[where] = slopes @ filled
+        index = _clump_index(codes[:, [column[s] for s in inner_train]], window, eqtl,
+                             r2=r2, kb=kb, p1=p1)
+        weights = threshold_weights(slopes, eqtl.table["pval_nominal"].to_numpy(), index,
+                                    thresholds)
+        pt[:, where] = weights @ filled
+    return InnerScores(baseline, pt)
+
+
+def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
+                 inner: InnerScores, target: np.ndarray) -> PrsFit:
+    """Every tested cis variant weighted by its training slope, calibrated on inner scores."""
+    means = _means(window.subset(train)[eqtl.rows]) if len(eqtl.rows) else np.zeros(0)
+    return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(),
+                  eqtl.table["slope"].to_numpy(), means,
+                  Calibration.fit(inner.baseline, target))
+
+
+def fit_pt(window: CisWindow, codes: np.ndarray, train: Sequence[str], eqtl: EqtlResult,
+           inner: InnerScores, target: np.ndarray, *, thresholds: Sequence[float], r2: float,
+           kb: float, p1: float) -> PrsFit:
+    """Clumped training eQTLs at the threshold with the best inner out-of-fold r²."""
+    inner_r2 = {float(t): pearson_r(target, inner.pt[k]) ** 2
+                for k, t in enumerate(thresholds)}
+    best = int(np.argmax([inner_r2[float(t)] for t in thresholds]))
+    column = {s: i for i, s in enumerate(window.samples)}
+    index = _clump_index(codes[:, [column[s] for s in train]], window, eqtl, r2=r2, kb=kb,
+                         p1=p1)
+    means = _means(window.subset(train)[eqtl.rows]) if len(eqtl.rows) else np.zeros(0)
+    weights = threshold_weights(eqtl.table["slope"].to_numpy(),
+                                eqtl.table["pval_nominal"].to_numpy(), index,
+                                [thresholds[best]])[0]
+    return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(), weights, means,
+                  Calibration.fit(inner.pt[best], target), float(thresholds[best]),
+                  int(index.sum()), inner_r2)

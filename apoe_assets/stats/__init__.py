@@ -1,0 +1,1 @@
+"""Pure statistical genetics core: residualisation, cis-eQTL, LD clumping, PRS. No Dagster here."""
