@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from apoe_assets.assets.eqtl import eqtl_assets
 from apoe_assets.assets.folds import cv_folds
 from apoe_assets.assets.ingestion import ingestion_assets
 from apoe_assets.assets.loci import locus_assets
@@ -21,7 +22,7 @@ def build_definitions(study: Study) -> dg.Definitions:
     parts = study_partitions(study)
     return dg.Definitions(
         assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
-                *sequence_assets(parts)],
+                *sequence_assets(parts), *eqtl_assets(parts)],
         asset_checks=ingestion_checks(parts),
         resources={
             "io_manager": AssetStorage(root=study.storage_root),

@@ -31,11 +31,14 @@ class Step:
         return f"{names} [{self.partition_key}]" if self.partition_key else names
 
 
-def plan(defs: dg.Definitions) -> list[Step]:
-    """Runs that materialise everything in dependency order, as few as possible: assets that
-    share a partitions definition run together (unpartitioned first), key by key."""
+def plan(defs: dg.Definitions, selection: dg.AssetSelection | None = None) -> list[Step]:
+    """Runs that materialise everything (or ``selection``) in dependency order, as few as
+    possible: assets that share a partitions definition run together (unpartitioned first),
+    key by key."""
     graph = defs.resolve_asset_graph()
-    remaining = {k for k in graph.materializable_asset_keys}
+    remaining = set(graph.materializable_asset_keys)
+    if selection is not None:
+        remaining &= selection.resolve(graph)
     segments: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
     while remaining:
         ready = sorted((k for k in remaining if not graph.get(k).parent_keys & remaining),
@@ -55,11 +58,13 @@ def plan(defs: dg.Definitions) -> list[Step]:
 
 
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance,
-                    report: Callable[[str], None] = print) -> list[dg.ExecuteInProcessResult]:
+                    report: Callable[[str], None] = print,
+                    selection: dg.AssetSelection | None = None
+                    ) -> list[dg.ExecuteInProcessResult]:
     """Run every :func:`plan` step; stop at the first failure (earlier outputs stay)."""
     job = defs.resolve_implicit_global_asset_job_def()
     results = []
-    steps = plan(defs)
+    steps = plan(defs, selection)
     for number, step in enumerate(steps, start=1):
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, asset_selection=list(step.assets),

@@ -43,6 +43,62 @@ class SequenceSettings(BaseModel):
         "be re-centred on the TSS with real sequence; default L/8")
 
 
+Probability = Annotated[float, Field(gt=0, le=1)]
+
+
+class EqtlSettings(BaseModel):
+    """cis-eQTL mapping (``eqtl:`` in the study file); the window is ``cis_window``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maf_threshold: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.01, description="variants with a minor-allele frequency below this are not tested")
+    permutations: Annotated[int, Field(ge=0)] = Field(
+        1000, description="phenotype permutations for the gene-level p-value (0: none)")
+
+
+class PrsSettings(BaseModel):
+    """Polygenic scores and the elastic net (``prs:`` in the study file), PLINK's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clump_p1: Probability = Field(1.0, description="index-variant p-value threshold")
+    clump_r2: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="variants with r² above this to an index variant join its clump")
+    clump_kb: Annotated[float, Field(gt=0)] = Field(250.0, description="clumping window, kb")
+    p_thresholds: list[Probability] = Field(
+        [5e-8, 1e-5, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0],
+        description="the P+T grid; the threshold is chosen by inner cross-validation",
+        min_length=1)
+    inner_folds: Annotated[int, Field(ge=2)] = Field(
+        5, description="inner folds (within each training set) for thresholds and λ")
+    l1_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="elastic-net mixing α (PrediXcan: 0.5)")
+
+
+class EnformerSettings(BaseModel):
+    """The sequence model (``enformer:`` in the study file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: Path | None = Field(
+        None, description="converted weights (.safetensors from `python -m "
+        "apoe_assets.enformer.convert`); required to run Enformer on a real study")
+    targets: Path | None = Field(
+        None, description="targets table in the layout of targets_human.txt, for selecting "
+        "tracks by description")
+    tracks: list[str | int] = Field(
+        ["CAGE:brain"], min_length=1,
+        description="track indices, or description prefixes/patterns (e.g. 'CAGE:brain')")
+    haplotypes: Literal["mean", "sum", "max"] = Field(
+        "mean", description="how a person's two haplotype features are combined")
+    batch_size: Annotated[int, Field(gt=0)] = 4
+    precision: Literal["float32", "bfloat16"] = "float32"
+    reverse_complement: bool = Field(
+        False, description="average each prediction with that of the reverse complement")
+    device: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -69,6 +125,9 @@ class Study(BaseModel):
     mlflow_tracking_uri: str = "sqlite:///.apoe/mlflow.db"
     truth: Path | None = None
     sequences: SequenceSettings = SequenceSettings()
+    eqtl: EqtlSettings = EqtlSettings()
+    prs: PrsSettings = PrsSettings()
+    enformer: EnformerSettings = EnformerSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 
     @field_validator("regions")
@@ -155,6 +214,11 @@ def load_study(path: Path | str | None = None) -> Study:
         raw["genotypes"] = _resolve(base, genotypes)
     elif isinstance(genotypes, dict):
         raw["genotypes"] = {str(k): _resolve(base, str(v)) for k, v in genotypes.items()}
+    enformer = raw.get("enformer")
+    if isinstance(enformer, dict):
+        for key in ("weights", "targets"):
+            if isinstance(enformer.get(key), str):
+                enformer[key] = _resolve(base, enformer[key])
     for key in ("storage_root", "mlflow_tracking_uri"):
         raw[key] = _resolve(base, str(raw.get(key, Study.model_fields[key].default)))
     try:
