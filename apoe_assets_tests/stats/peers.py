@@ -98,3 +98,52 @@ def run_tensorqtl_cis_nominal(plink_prefix: Path | str, expression_bed: Path | s
                                      "ma_samples", "ma_count", "pval_nominal", "slope",
                                      "slope_se"])
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def tensorqtl_nominal_in_process(plink_prefix: Path | str, expression_bed: Path | str,
+                                 covariates_tsv: Path | str, *, window: int = 1_000_000,
+                                 maf_threshold: float = 0.0, float64: bool = True
+                                 ) -> pd.DataFrame:
+    """tensorQTL's ``map_nominal`` loop, step for step with tensorQTL's own functions, in
+    float64 when asked: its readers (``load_genotypes`` of the PLINK files,
+    ``read_phenotype_bed``), its cis windows (``InputGeneratorCis``), ``impute_mean``,
+    ``calculate_maf`` filter, ``Residualizer``, ``calculate_cis_nominal`` and ``get_t_pval``.
+
+    ``python -m tensorqtl`` computes in float32, so its slopes carry float32 rounding
+    (relative errors up to ~1e-2 for slopes near zero); this runs the same algebra in float64
+    so that a comparison can be held to 1e-6 relative.
+    """
+    import numpy as np
+    import torch
+    from tensorqtl import cis, core, genotypeio
+
+    dtype = torch.float64 if float64 else torch.float32
+    phenotype_df, position_df = core.read_phenotype_bed(str(expression_bed))
+    covariates_df = pd.read_csv(covariates_tsv, sep="\t", index_col=0).T
+    genotype_df, variant_df = genotypeio.load_genotypes(str(plink_prefix),
+                                                        select_samples=phenotype_df.columns)
+    residualizer = core.Residualizer(torch.tensor(covariates_df.loc[phenotype_df.columns].values,
+                                                  dtype=dtype))
+    dof = residualizer.dof
+    generator = genotypeio.InputGeneratorCis(genotype_df, variant_df, phenotype_df, position_df,
+                                             window=window)
+    frames = []
+    for phenotype, genotypes, genotype_range, phenotype_id in generator.generate_data():
+        genotypes_t = torch.tensor(genotypes, dtype=dtype)
+        core.impute_mean(genotypes_t)
+        span = slice(genotype_range[0], genotype_range[-1] + 1)
+        variant_ids = variant_df.index[span]
+        start_distance = variant_df["pos"].values[span] - generator.phenotype_start[phenotype_id]
+        if maf_threshold > 0:
+            mask = (core.calculate_maf(genotypes_t) >= maf_threshold).numpy()
+            genotypes_t = genotypes_t[torch.from_numpy(mask)]
+            variant_ids, start_distance = variant_ids[mask], start_distance[mask]
+        tstat, slope, slope_se, af, ma_samples, ma_count = (
+            t.numpy() for t in cis.calculate_cis_nominal(
+                genotypes_t, torch.tensor(phenotype, dtype=dtype), residualizer=residualizer))
+        frames.append(pd.DataFrame({
+            "phenotype_id": phenotype_id, "variant_id": np.asarray(variant_ids),
+            "start_distance": start_distance, "af": af, "ma_samples": ma_samples,
+            "ma_count": ma_count, "pval_nominal": core.get_t_pval(tstat, dof), "slope": slope,
+            "slope_se": slope_se}))
+    return pd.concat(frames, ignore_index=True)
