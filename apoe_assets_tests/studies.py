@@ -160,3 +160,23 @@ def write_tiny_study(folder: Path, records: list[Record] | None = None,
     }
     (folder / "study.yaml").write_text(yaml.safe_dump(fields, sort_keys=False))
     return TinyStudy(folder, reference, records)
+
+
+def demo_copy(folder: Path, **fields: object) -> Path:
+    """The bundled demo study with absolute paths, its own storage under ``folder`` and
+    ``fields`` changed; returns the new study file."""
+    from apoe_assets.study import DEMO_STUDY
+
+    study = yaml.safe_load(DEMO_STUDY.read_text())
+    for key in ("reference_fasta", "genotypes", "expression", "covariates", "annotation",
+                "truth"):
+        if study.get(key):
+            study[key] = str(DEMO_STUDY.parent / study[key])
+    for key in ("weights", "targets"):
+        if study.get("enformer", {}).get(key):
+            study["enformer"][key] = str(DEMO_STUDY.parent / study["enformer"][key])
+    study.update(storage_root=str(folder / "storage"), **fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path

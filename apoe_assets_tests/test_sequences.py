@@ -9,28 +9,17 @@ from pathlib import Path
 import dagster as dg
 import pyfaidx
 import pytest
-import yaml
 
 from apoe_assets.definitions import build_definitions
 from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.personal import SequenceFolder
-from apoe_assets.study import DEMO_STUDY, load_study
+from apoe_assets.study import load_study
+from apoe_assets_tests.studies import demo_copy
 
 PEERS = ("bcftools", "samtools")
 pytestmark = pytest.mark.skipif(any(shutil.which(p) is None for p in PEERS),
                                 reason="bcftools/samtools not installed (.ci/run installs them)")
-
-
-def _demo_copy(folder: Path, **fields: object) -> Path:
-    """The demo study with absolute paths and its own storage."""
-    study = yaml.safe_load(DEMO_STUDY.read_text())
-    for key in ("reference_fasta", "genotypes", "expression", "covariates", "annotation"):
-        study[key] = str(DEMO_STUDY.parent / study[key])
-    study.update(storage_root=str(folder / "storage"), truth=None, **fields)
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
 
 
 def _materialise_gene(study_file: Path, gene: str) -> dg.ExecuteInProcessResult:
@@ -56,7 +45,7 @@ def _bcftools(region_fasta: Path, vcf: Path, sample: str, haplotype: int, *flags
 @pytest.mark.parametrize(("gene", "missing"), [("APOE", "ref"), ("TOMM40", "N")])
 def test_every_haplotype_matches_bcftools_consensus(tmp_path: Path, gene: str, missing: str
                                                    ) -> None:
-    study_file = _demo_copy(tmp_path, sequences={"missing": missing})
+    study_file = demo_copy(tmp_path, sequences={"missing": missing})
     result = _materialise_gene(study_file, gene)
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "tss_centred" and check.passed
@@ -86,7 +75,7 @@ def test_every_haplotype_matches_bcftools_consensus(tmp_path: Path, gene: str, m
 
 
 def test_model_inputs_put_each_tss_at_the_centre(tmp_path: Path) -> None:
-    study_file = _demo_copy(tmp_path)
+    study_file = demo_copy(tmp_path)
     _materialise_gene(study_file, "APOE")
     study = load_study(study_file)
     folder = SequenceFolder(tmp_path / "storage" / "personal_sequences" / "APOE.sequences")
