@@ -139,3 +139,29 @@ def write_targets(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def resolve_tracks(selectors: Selector | Iterable[Selector], head_size: int,
+                   targets: str | os.PathLike[str] | pd.DataFrame | None = None,
+                   head: str = "human") -> np.ndarray:
+    """Track indices for ``selectors`` on a head of ``head_size`` tracks.
+
+    With a targets table (a path or a frame) its row count must equal ``head_size`` and
+    descriptions may be used; without one only indices are allowed.
+    """
+    if isinstance(selectors, int | str):
+        selectors = [selectors]
+    selectors = list(selectors)
+    if targets is None:
+        named = [s for s in selectors if not (isinstance(s, int | np.integer)
+                                              or (isinstance(s, str) and s.isdigit()))]
+        if named:
+            raise ValueError(f"track selector {named[0]!r} is a description: it needs a "
+                             "targets table (enformer.targets in the study file)")
+        table = pd.DataFrame({"index": np.arange(head_size), "description": ""})
+    elif isinstance(targets, pd.DataFrame):
+        table = validate_targets(targets)
+    else:
+        table = read_targets(targets)
+    check_head_size(table, head_size, head)
+    return select_tracks(table, selectors)

@@ -15,6 +15,7 @@ from apoe_assets.enformer.targets import (
     check_head_size,
     demo_targets,
     read_targets,
+    resolve_tracks,
     select_tracks,
     track_descriptions,
     write_targets,
@@ -78,3 +79,22 @@ def test_bad_table(tmp_path: Path) -> None:
     path.write_text("index\tdescription\n1\tCAGE:x\n")
     with pytest.raises(ValueError, match="index column"):
         read_targets(path)
+
+
+def test_resolve_tracks(human: pd.DataFrame, tmp_path: Path) -> None:
+    path = reference_file("targets_human.txt")
+    size = EnformerConfig.full().heads["human"]
+    assert resolve_tracks(["CAGE:brain", 5110], size, path).tolist() == \
+        sorted({*select_tracks(human, "CAGE:brain"), 5110})
+    assert resolve_tracks([3, "1"], 12).tolist() == [1, 3]  # indices need no table
+    with pytest.raises(ValueError, match="'CAGE:brain' is a description: it needs a targets"):
+        resolve_tracks("CAGE:brain", 12)
+    # a targets file whose row count differs from the head size
+    with pytest.raises(ValueError, match="has 5313 tracks but the model's 'human' head "
+                                         "predicts 12"):
+        resolve_tracks("CAGE:brain", 12, path)
+    short = tmp_path / "short.txt"
+    write_targets(demo_targets().iloc[:5], short)
+    with pytest.raises(ValueError, match=r"has 5 tracks .* predicts 12"):
+        resolve_tracks(0, EnformerConfig.small().heads["human"], short)
+    assert resolve_tracks("CAGE:", 12, demo_targets()).tolist() == [8, 9, 10, 11]
