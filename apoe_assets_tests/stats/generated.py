@@ -53,9 +53,13 @@ def _haplotypes(rng: np.random.Generator, n_sites: int, n_haplotypes: int) -> np
     return haps
 
 
-def _with_alt_count(rng: np.random.Generator, n_samples: int, alt_alleles: int) -> np.ndarray:
-    haps = np.zeros(2 * n_samples, dtype=np.int8)
-    haps[rng.choice(2 * n_samples, alt_alleles, replace=False)] = 1
+def _with_alt_count(rng: np.random.Generator, n_haplotypes: int, among: np.ndarray,
+                    alt_alleles: int) -> np.ndarray:
+    """Haplotypes with exactly ``alt_alleles`` ALT alleles among the haplotypes ``among``
+    (others ALT only when every one of ``among`` is)."""
+    haps = np.full(n_haplotypes, int(alt_alleles == len(among)), dtype=np.int8)
+    haps[among] = 0
+    haps[rng.choice(among, alt_alleles, replace=False)] = 1
     return haps
 
 
@@ -73,19 +77,24 @@ def write_generated_study(folder: Path, *, seed: int = 11, n_samples: int = 300,
     positions = np.sort(rng.choice(np.arange(100, contig_length - 100), n_sites, replace=False))
     haps = _haplotypes(rng, n_sites, 2 * n_samples)
 
+    expressed = list(rng.permutation(samples)[: round(expression_share * n_samples)])
+    column = {s: i for i, s in enumerate(samples)}
+    expressed_haps = np.array([2 * column[s] + h for s in expressed for h in (0, 1)])
+
+    # MAF is counted in-sample (expressed samples): the boundary sites are built on them.
     special: dict[str, int] = {}
     special_rows = iter(rng.choice(np.arange(10, n_sites - 10), 7, replace=False))
-    n2 = 2 * n_samples
-    boundary = round(MAF_BOUNDARY * n2)
+    n2 = len(expressed_haps)
+    boundary = int(np.ceil(MAF_BOUNDARY * n2))
     for name, alt_alleles in [("maf_at_threshold", boundary), ("maf_below_threshold", boundary - 1),
                               ("maf_at_threshold_alt_major", n2 - boundary), ("singleton", 1),
                               ("monomorphic_ref", 0), ("monomorphic_alt", n2)]:
         row = next(special_rows)
-        haps[row] = _with_alt_count(rng, n_samples, alt_alleles)
+        haps[row] = _with_alt_count(rng, 2 * n_samples, expressed_haps, alt_alleles)
         special[name] = int(positions[row])
     multi_row = next(special_rows)
     special["multiallelic"] = int(positions[multi_row])
-    second_alt = (rng.random(n2) < 0.15) & (haps[multi_row] == 0)
+    second_alt = (rng.random(2 * n_samples) < 0.15) & (haps[multi_row] == 0)
 
     genotype_text = np.where(haps == 1, "1", "0").astype(object)
     genotype_text[multi_row, second_alt] = "2"
@@ -124,8 +133,6 @@ def write_generated_study(folder: Path, *, seed: int = 11, n_samples: int = 300,
                              replace=False))
     genes = pd.DataFrame({"gene_id": [f"GENE{i:03d}" for i in range(n_genes)], "chrom": CONTIG,
                           "tss": tss, "strand": "+"})
-    expressed = list(rng.permutation(samples)[: round(expression_share * n_samples)])
-    column = {s: i for i, s in enumerate(samples)}
     dosage = haps[:, 0::2] + haps[:, 1::2]
     covariates = pd.DataFrame(rng.normal(size=(n_covariates, len(expressed))),
                               index=[f"PC{i + 1}" for i in range(n_covariates)], columns=expressed)
