@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
+from apoe_assets.assets.enformer import enformer_assets
 from apoe_assets.assets.eqtl import eqtl_assets
 from apoe_assets.assets.folds import cv_folds
 from apoe_assets.assets.ingestion import ingestion_assets
@@ -12,9 +15,25 @@ from apoe_assets.assets.loci import locus_assets
 from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.checks import ingestion_checks
 from apoe_assets.partitions import study_partitions
+from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.storage import AssetStorage
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study, load_study
+
+JAX_CACHE = ".jax_cache"
+"""JAX's persistent compilation cache, under a local storage root."""
+
+
+def enformer_resource(study: Study) -> EnformerResource:
+    """The Enformer runtime as the study file sets it (each field can be overridden in the
+    launchpad); the compilation cache lives beside a local storage root."""
+    settings = study.enformer
+    local = "://" not in study.storage_root
+    return EnformerResource(
+        weights=str(settings.weights) if settings.weights else None, device=settings.device,
+        batch_size=settings.batch_size, precision=settings.precision,
+        reverse_complement=settings.reverse_complement,
+        compilation_cache_dir=str(Path(study.storage_root) / JAX_CACHE) if local else None)
 
 
 def build_definitions(study: Study) -> dg.Definitions:
@@ -22,11 +41,12 @@ def build_definitions(study: Study) -> dg.Definitions:
     parts = study_partitions(study)
     return dg.Definitions(
         assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
-                *sequence_assets(parts), *eqtl_assets(parts)],
+                *sequence_assets(parts), *eqtl_assets(parts), *enformer_assets(parts)],
         asset_checks=ingestion_checks(parts),
         resources={
             "io_manager": AssetStorage(root=study.storage_root),
             "study": StudyResource(path=str(study.source)),
+            "enformer": enformer_resource(study),
         },
     )
 

@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
+from apoe_assets.enformer.predictions import GenePredictions
+
 _DPI = 110
 
 
@@ -51,4 +53,21 @@ def qq_plot(pvalues: np.ndarray, title: str) -> dg.MetadataValue:
     top = max(expected.max(initial=1), 1)
     axes.plot([0, top], [0, top], color="grey", linewidth=0.8)
     axes.set(xlabel="expected −log10 p", ylabel="observed −log10 p", title=title)
+    return _embed(figure, title)
+
+
+def track_plot(predictions: GenePredictions, title: str) -> dg.MetadataValue:
+    """Each track's mean prediction over haplotypes along the output bins, ±1 SD shaded, the
+    TSS bins marked."""
+    values = predictions.per_haplotype()
+    mean, sd = values.mean(axis=0), values.std(axis=0)
+    figure, axes = plt.subplots(figsize=(7, 3))
+    for k, description in enumerate(predictions.tracks["description"][:8]):
+        axes.plot(predictions.bins, mean[:, k], linewidth=0.9, label=description)
+        axes.fill_between(predictions.bins, mean[:, k] - sd[:, k], mean[:, k] + sd[:, k],
+                          alpha=0.25, linewidth=0)
+    axes.axvspan(predictions.tss_bins.min() - 0.5, predictions.tss_bins.max() + 0.5,
+                 color="grey", alpha=0.2, label="TSS bins")
+    axes.legend(frameon=False, fontsize=7, loc="upper right")
+    axes.set(xlabel="output bin", ylabel="prediction", title=title)
     return _embed(figure, title)

@@ -1,12 +1,14 @@
 """Planted-truth expression: causal cis SNPs with a known heritability, covariates with known
-effects, optional extra components, and Gaussian noise, each gene of total variance ≈ 1.
+effects, optional extra components (the demo Enformer's prediction), and Gaussian noise.
 
 For gene *g* and sample *i*::
 
     y_gi = Σ_j β_gj x_ij  +  Σ_k γ_gk c_ki  +  Σ_e extra_e,gi  +  ε_gi,   ε ~ N(0, σ²_g)
 
 The genetic term (centred) is scaled so its in-sample variance is the planted h²; each
-covariate gets a planted share of variance; σ²_g = 1 − h² − covariate share − extra share.
+covariate gets a planted share of variance; σ²_g = 1 − h² − covariate share − extra share, so
+the total variance is ≈ 1 plus twice the covariance of the extra terms with the genetic one
+(an extra term that is itself a function of the genotypes may be in LD with the causal SNPs).
 """
 
 from __future__ import annotations
@@ -122,20 +124,30 @@ def plan_covariate_effects(rng: np.random.Generator) -> dict[str, tuple[float, f
     return effects
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r, 0 when either side is constant."""
+    if np.var(a) == 0 or np.var(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def simulate_expression(genes: pd.DataFrame, pool: CausalPool, covariates: pd.DataFrame,
                         focus: Sequence[str], forced: Mapping[str, Sequence[int]],
                         rng: np.random.Generator,
-                        extra_components: Mapping[str, np.ndarray] | None = None
+                        components: Mapping[str, Mapping[str, np.ndarray]] | None = None
                         ) -> ExpressionTruth:
     """Expression of every gene in ``genes`` (gene_id, symbol, tss) for the samples (columns)
     of ``covariates``.
 
     ``forced`` names causal variant rows a gene must have (it is then never null);
-    ``extra_components`` adds, per gene_id, given per-sample values (e.g. a prediction made by
-    demo model weights) whose realised share of variance is recorded and taken from the noise.
+    ``components`` adds named terms: per name, per gene_id, given per-sample values (e.g. the
+    prediction of the demo Enformer weights) whose in-sample variance is recorded as
+    ``{name}_share`` and taken from the noise; ``{name}_realised`` is var(term) / var(y) and
+    ``{name}_genetic_r`` its correlation with the SNP term (both are functions of the
+    genotypes, so they may be in LD). The random draws do not depend on the components.
     """
     samples = list(covariates.columns)
-    extra = dict(extra_components or {})
+    named = {name: dict(values) for name, values in (components or {}).items()}
     h2_plan = plan_heritability(genes["symbol"].tolist(), focus, list(forced), rng)
     rows, gene_rows, causal_rows, covariate_rows = [], [], [], []
     for gene in genes.itertuples(index=False):
@@ -153,19 +165,24 @@ def simulate_expression(genes: pd.DataFrame, pool: CausalPool, covariates: pd.Da
         covariate_term = sum(effect * covariates.loc[name].to_numpy()
                              for name, (effect, _) in effects.items())
         covariate_share = round(sum(share for _, share in effects.values()), SHARE_DECIMALS)
-        extra_term = np.asarray(extra.get(gene.gene_id, np.zeros(len(samples))), np.float64)
-        extra_share = float(np.var(extra_term))
-        noise_share = round(1.0 - h2 - covariate_share - extra_share, SHARE_DECIMALS)
+        terms = {name: np.asarray(values.get(gene.gene_id, np.zeros(len(samples))), np.float64)
+                 for name, values in named.items()}
+        extra_shares = {f"{name}_share": float(np.var(term)) for name, term in terms.items()}
+        extra_term = sum(terms.values(), np.zeros(len(samples)))
+        noise_share = round(1.0 - h2 - covariate_share - sum(extra_shares.values()),
+                            SHARE_DECIMALS)
         if noise_share <= 0:
             raise ValueError(f"{gene.symbol}: planted components leave no room for noise")
         noise = rng.normal(0.0, np.sqrt(noise_share), len(samples))
         y = np.round(genetic + covariate_term + extra_term + noise, DECIMALS) + 0.0
+        for name, term in terms.items():
+            extra_shares[f"{name}_realised"] = float(np.var(term) / np.var(y))
+            extra_shares[f"{name}_genetic_r"] = _correlation(genetic, term)
         rows.append(y)
         gene_rows.append({"gene_id": gene.gene_id, "symbol": gene.symbol, "h2_planted": h2,
                           "h2_realised": float(np.var(genetic) / np.var(y)),
                           "n_causal": len(causal), "covariate_share": covariate_share,
-                          "noise_share": noise_share,
-                          **({"extra_share": extra_share} if extra else {})})
+                          "noise_share": noise_share, **extra_shares})
         causal_rows += [{"gene_id": gene.gene_id, "symbol": gene.symbol,
                          "variant_id": pool.variant_ids[row], "rsid": pool.rsids[row],
                          "effect": float(b)} for row, b in zip(causal, beta, strict=True)]

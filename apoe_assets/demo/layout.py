@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 STUDY_FILE = "study.yaml"
@@ -16,12 +17,20 @@ TRUTH_CAUSAL = f"{TRUTH}/causal_variants.tsv"
 TRUTH_GENES = f"{TRUTH}/genes.tsv"
 TRUTH_COVARIATES = f"{TRUTH}/covariate_effects.tsv"
 TRUTH_SIMULATION = f"{TRUTH}/simulation.json"
+TRUTH_ENFORMER = f"{TRUTH}/enformer_features.tsv"
+ENFORMER_WEIGHTS = "enformer/weights.safetensors"
+ENFORMER_TARGETS = "enformer/targets.txt"
 
 STUDY_NAME = "apoe-demo"
 WINDOW_LENGTH = 24_576
 CIS_WINDOW = 1_000_000
 STORAGE_ROOT = "../../.apoe/storage"
 MLFLOW_TRACKING_URI = "sqlite:///../../.apoe/mlflow.db"
+ENFORMER_TRACKS = ("CAGE:brain",)
+"""Track selectors of the Enformer feature (descriptions starting with this)."""
+ENFORMER_HAPLOTYPES = "mean"
+"""How a person's two haplotype features are combined."""
+ENFORMER_BATCH_SIZE = 8
 
 
 def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
@@ -41,5 +50,11 @@ def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
         f"storage_root: {STORAGE_ROOT}",
         f"mlflow_tracking_uri: {MLFLOW_TRACKING_URI}",
         f"truth: {TRUTH}",
+        "enformer:",
+        f"  weights: {ENFORMER_WEIGHTS}",
+        f"  targets: {ENFORMER_TARGETS}",
+        f"  tracks: {json.dumps(list(ENFORMER_TRACKS))}",
+        f"  haplotypes: {ENFORMER_HAPLOTYPES}",
+        f"  batch_size: {ENFORMER_BATCH_SIZE}",
     ]
     return ("\n".join(lines) + "\n").encode()

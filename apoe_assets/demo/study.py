@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import jax
+import jaxlib
 import msprime
 import numpy as np
 import pandas as pd
@@ -13,6 +15,15 @@ import tskit
 
 from apoe_assets.demo import ancestry, layout
 from apoe_assets.demo.covariates import simulate_covariates
+from apoe_assets.demo.enformer_component import (
+    ENFORMER_GENES,
+    HEAD,
+    components_by_gene,
+    plan_shares,
+    plant_component,
+    predict_features,
+)
+from apoe_assets.demo.enformer_weights import write_demo_model
 from apoe_assets.demo.expression import (
     CausalPool,
     ExpressionTruth,
@@ -43,7 +54,13 @@ DEFAULT_SAMPLES = 500
 MIN_SAMPLES = 20
 NO_RNA_SHARE = 0.02
 """Share of genotyped samples without expression (absent from expression and covariates)."""
-_STREAMS = ("reference", "ancestry", "alleles", "calls", "samples", "covariates", "expression")
+_STREAMS = ("reference", "ancestry", "alleles", "calls", "samples", "covariates", "expression",
+            "enformer")
+"""Independent random streams; a new one goes last so the others keep their draws."""
+ENFORMER_DECIMALS = 8
+"""Decimals of the Enformer features table (its features have this many)."""
+RECORD_DIGITS = 12
+"""Significant digits of the Enformer feature statistics in simulation.json."""
 
 ExtraComponents = Callable[[Path, Sequence[str]], Mapping[str, np.ndarray]]
 """Hook for components beyond SNPs and covariates: called with the study folder (reference
@@ -52,11 +69,15 @@ and VCF already written) and the expression samples, returns per-gene_id values 
 
 def simulate_study(out_dir: Path, seed: int = DEFAULT_SEED, n_samples: int = DEFAULT_SAMPLES,
                    genes: str = "default", progress: Callable[[str], None] | None = None,
-                   extra_components: ExtraComponents | None = None, threads: int = 1) -> Path:
+                   extra_components: ExtraComponents | None = None, threads: int = 1,
+                   enformer_genes: Sequence[str] = ENFORMER_GENES) -> Path:
     """Write the planted-truth demo study to ``out_dir``; returns its study.yaml.
 
-    The output is a function of (seed, n_samples, genes) alone: the same arguments give
-    byte-identical files.
+    The output is a function of (seed, n_samples, genes, enformer_genes) alone: the same
+    arguments give byte-identical files (on one machine: the Enformer component is float32
+    arithmetic whose last bits may differ between CPUs). ``enformer_genes`` (study genes) get
+    an expression component predicted by the demo Enformer weights; the weights are always
+    written.
     """
     if n_samples < MIN_SAMPLES:
         raise ValueError(f"n_samples must be at least {MIN_SAMPLES}, got {n_samples}")
@@ -86,20 +107,58 @@ def simulate_study(out_dir: Path, seed: int = DEFAULT_SEED, n_samples: int = DEF
     rna = rna_samples(samples, rng["samples"])
     pool, non_ref = _causal_pool(variants, calls, samples, rna)
     covariates = simulate_covariates(non_ref, rna, rng["covariates"])
-    extra = extra_components(out, rna) if extra_components else None
-    truth = simulate_expression(genes_table, pool, covariates, nearest_genes(genes_table),
-                                {FOCUS_GENE: [variants.index_of(RS7412.pos)]},
-                                rng["expression"], extra)
-
-    report("writing expression, covariates, truth, study.yaml")
-    _write_expression(out, genes_table, truth, covariates)
-    record = simulation_record(seed, n_samples, len(rna), seeds, region, variants, calls, truth)
-    _write_truth(out, truth, record)
+    weights_seed = int(streams[_STREAMS.index("enformer")].generate_state(1)[0])
+    report(f"enformer: demo weights (seed {weights_seed}), study.yaml")
+    write_demo_model(out, weights_seed)
     write_atomic(out / layout.ANNOTATION, annotation_tsv(genes_table))
-    write_atomic(out / layout.README, readme_text(seed, n_samples, genes, record))
     study_file = out / layout.STUDY_FILE
     write_atomic(study_file, layout.study_yaml(seed, listed))
+    features, enformer = _enformer_component(study_file, enformer_genes, rna,
+                                             rng["enformer"], report)
+    enformer["weights_seed"] = weights_seed
+
+    extra = extra_components(out, rna) if extra_components else None
+    components = {"enformer": components_by_gene(features, rna),
+                  **({"extra": extra} if extra is not None else {})}
+    truth = simulate_expression(genes_table, pool, covariates, nearest_genes(genes_table),
+                                {FOCUS_GENE: [variants.index_of(RS7412.pos)]},
+                                rng["expression"], components)
+
+    report("writing expression, covariates, truth, README")
+    _write_expression(out, genes_table, truth, covariates)
+    record = simulation_record(seed, n_samples, len(rna), seeds, region, variants, calls, truth,
+                               enformer)
+    _write_truth(out, truth, record)
+    write_atomic(out / layout.TRUTH_ENFORMER, table_text(features, ENFORMER_DECIMALS))
+    write_atomic(out / layout.README, readme_text(seed, n_samples, genes, record))
     return study_file
+
+
+def _enformer_component(study_file: Path, symbols: Sequence[str], rna: Sequence[str],
+                        rng: np.random.Generator, report: Callable[[str], None]
+                        ) -> tuple[pd.DataFrame, dict]:
+    """Per-sample Enformer features and planted components of ``symbols`` (expression
+    samples only), and their record for ``simulation.json``."""
+    features, distinct, spec = predict_features(study_file, symbols, samples=rna,
+                                                progress=report)
+    features, stats = plant_component(features, plan_shares(symbols, rng), rna)
+    record = {
+        "config": spec.config.to_dict(),
+        "weights": layout.ENFORMER_WEIGHTS,
+        "targets": layout.ENFORMER_TARGETS,
+        "head": HEAD,
+        "tracks": list(layout.ENFORMER_TRACKS),
+        "track_indices": spec.tracks.tolist(),
+        "track_descriptions": spec.descriptions,
+        "bins": spec.bins.tolist(),
+        "haplotypes": spec.haplotypes,
+        "batch_size": spec.batch_size,
+        "precision": "float32",
+        "genes": {symbol: {**{k: float(f"{v:.{RECORD_DIGITS}g}")
+                              for k, v in stats[symbol].items()},
+                           "distinct_haplotypes": distinct[symbol]} for symbol in symbols},
+    }
+    return features, record
 
 
 def _write_reference(out: Path, rng: np.random.Generator, threads: int) -> bytes:
@@ -165,7 +224,7 @@ def _write_truth(out: Path, truth: ExpressionTruth, record: dict) -> None:
 
 def simulation_record(seed: int, n_samples: int, n_expression: int, msprime_seeds: list[int],
                       region: bytes, variants: VariantSet, calls: Calls,
-                      truth: ExpressionTruth) -> dict:
+                      truth: ExpressionTruth, enformer: dict) -> dict:
     """How the study was made and what came out, for ``truth/simulation.json``."""
     kinds = pd.Series(variants.kinds()).value_counts()
     haplotypes = {snp.rsid: variants.haplotypes[variants.index_of(snp.pos)]
@@ -182,7 +241,8 @@ def simulation_record(seed: int, n_samples: int, n_expression: int, msprime_seed
         "mutation_rate": ancestry.MUTATION_RATE,
         "msprime_seeds": msprime_seeds,
         "versions": {"msprime": msprime.__version__, "tskit": tskit.__version__,
-                     "numpy": np.__version__},
+                     "numpy": np.__version__, "jax": jax.__version__,
+                     "jaxlib": jaxlib.__version__},
         "reference": {k: round(v, 6) for k, v in composition(region).items()},
         "variants": {
             "sites": len(variants),
@@ -196,4 +256,5 @@ def simulation_record(seed: int, n_samples: int, n_expression: int, msprime_seed
             "haplotypes_with_both_alt": both,
         },
         "null_genes": truth.genes.loc[truth.genes["h2_planted"] == 0, "symbol"].tolist(),
+        "enformer": enformer,
     }

@@ -438,7 +438,7 @@ def pval_from_r2(r2: np.ndarray | float, dof: float) -> np.ndarray:
     r2 = np.asarray(r2, dtype=np.float64)
     with np.errstate(divide="ignore"):
         t2 = dof * r2 / (1.0 - r2)
-    return scipy.special.betainc(dof / 2.0, 0.5, dof / (dof + t2))
+    return _t_pvalue(np.sqrt(t2), dof)
 
 
 def _beta_shape1_moments(pvals: np.ndarray) -> float:
@@ -466,19 +466,22 @@ def effective_dof(r2_perm: np.ndarray, dof: float, tol: float = BETA_TOLERANCE) 
 
 
 def fit_beta(pvals: np.ndarray, tol: float = BETA_TOLERANCE) -> tuple[float, float]:
-    """Maximum-likelihood beta shape parameters of p-values in (0, 1) (Nelder–Mead from the
-    moment estimates, as tensorQTL)."""
+    """Maximum-likelihood beta shape parameters of p-values in (0, 1): Nelder–Mead from the
+    moment estimates on tensorQTL's negative log-likelihood, term for term (so both stop at
+    the same point for the same tolerance)."""
     mean, var = float(np.mean(pvals)), float(np.var(pvals))
     a0 = mean * (mean * (1 - mean) / var - 1)
     b0 = a0 * (1 / mean - 1)
-    log_p, log_q = np.log(pvals).sum(), np.log1p(-pvals).sum()
     n = len(pvals)
 
     def negative_loglik(shapes: np.ndarray) -> float:
         a, b = shapes
         if a <= 0 or b <= 0:
             return np.inf
-        return float((1 - a) * log_p + (1 - b) * log_q + n * scipy.special.betaln(a, b))
+        log_beta = (scipy.special.loggamma(a) + scipy.special.loggamma(b)
+                    - scipy.special.loggamma(a + b))
+        return float((1.0 - a) * np.sum(np.log(pvals)) + (1.0 - b) * np.sum(np.log(1.0 - pvals))
+                     + n * log_beta)
 
     result = scipy.optimize.minimize(negative_loglik, [a0, b0], method="Nelder-Mead", tol=tol)
     return float(result.x[0]), float(result.x[1])

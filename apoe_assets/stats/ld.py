@@ -84,7 +84,7 @@ class PackedGenotypes:
         lo_b, hi_b = self._minor_interval(others, self.missing[anchors])
         # order each pair so that interval "p" lies below interval "q"
         swap = lo_a > lo_b
-        p_lo, p_hi = np.where(swap, lo_b, lo_a), np.where(swap, hi_b, hi_a)
+        p_hi = np.where(swap, hi_b, hi_a)
         q_lo, q_hi = np.where(swap, lo_a, lo_b), np.where(swap, hi_a, hi_b)
         with np.errstate(divide="ignore", invalid="ignore"):
             coupling = p_hi * (1 - q_lo) / (q_lo * (1 - p_hi))

@@ -1,4 +1,5 @@
-"""A small demo study (120 samples) written once per test session, and the bundled one."""
+"""A small demo study (120 samples, Enformer component on APOE only) written once per test
+session, and the bundled one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from apoe_assets_tests.demo.reading import Vcf, read_vcf
 
 SMALL_SAMPLES = 120
 SMALL_SEED = 7
+SMALL_ENFORMER_GENES = ("APOE",)
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
@@ -18,7 +20,8 @@ BUNDLED = Path(__file__).resolve().parents[2] / "data" / "demo"
 def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of a 120-sample demo study."""
     out = tmp_path_factory.mktemp("demo") / "small"
-    simulate_study(out, seed=SMALL_SEED, n_samples=SMALL_SAMPLES)
+    simulate_study(out, seed=SMALL_SEED, n_samples=SMALL_SAMPLES,
+                   enformer_genes=SMALL_ENFORMER_GENES)
     return out
 
 

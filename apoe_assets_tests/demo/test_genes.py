@@ -36,12 +36,18 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
     raw = read_study_yaml(study)
     assert list(raw) == ["name", "seed", "reference_fasta", "genotypes", "expression",
                          "covariates", "annotation", "genes", "window_length", "cis_window",
-                         "ref_mismatch", "storage_root", "mlflow_tracking_uri", "truth"]
+                         "ref_mismatch", "storage_root", "mlflow_tracking_uri", "truth",
+                         "enformer"]
     assert raw["genes"] == DEFAULT_GENES
     assert (raw["window_length"], raw["cis_window"], raw["ref_mismatch"]) == (24576, 1_000_000,
                                                                              "fail")
     for key in ("reference_fasta", "genotypes", "expression", "covariates", "annotation"):
         assert (study / raw[key]).is_file(), key
+    assert raw["enformer"] == {"weights": "enformer/weights.safetensors",
+                               "targets": "enformer/targets.txt", "tracks": ["CAGE:brain"],
+                               "haplotypes": "mean", "batch_size": 8}
     loaded = load_study(study / "study.yaml")
+    assert loaded.enformer.weights == (study / "enformer/weights.safetensors").resolve()
+    assert loaded.enformer.targets.is_file()
     assert loaded.gene_table["symbol"].tolist() == sorted(
         DEFAULT_GENES, key=lambda s: int(gene_table().set_index("symbol").loc[s, "tss"]))

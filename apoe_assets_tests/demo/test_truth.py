@@ -28,10 +28,16 @@ def _expression(study: Path) -> pd.DataFrame:
     return read_expression(study).set_index("gene_id").drop(columns=["#chr", "start", "end"])
 
 
+def enformer_component(study: Path, gene_id: str) -> pd.Series | None:
+    """The recorded Enformer component of a gene by sample, or None when it has none."""
+    table = read_truth(study, "enformer_features.tsv").query("gene_id == @gene_id")
+    return table.set_index("sample")["component"] if len(table) else None
+
+
 def _design(study: Path, vcf: Vcf, gene_id: str, extra: pd.Series | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """y, X = [1, causal dosages, covariates(, extra)] and the planted coefficients, over the
-    expression samples whose causal genotypes are all called."""
+    """y, X = [1, causal dosages, covariates(, Enformer)(, extra)] and the planted
+    coefficients, over the expression samples whose causal genotypes are all called."""
     expression = _expression(study)
     samples = expression.columns.tolist()
     causal = read_truth(study, "causal_variants.tsv").query("gene_id == @gene_id")
@@ -42,10 +48,11 @@ def _design(study: Path, vcf: Vcf, gene_id: str, extra: pd.Series | None = None
                *(covariates.loc[c].to_numpy() for c in effects["covariate"])]
     planted = [np.nan, *causal["effect"], *effects["effect"]]
     names = ["intercept", *causal["variant_id"], *effects["covariate"]]
-    if extra is not None:
-        columns.append(extra[samples].to_numpy())
-        planted.append(1.0)
-        names.append("extra")
+    for name, values in (("enformer", enformer_component(study, gene_id)), ("extra", extra)):
+        if values is not None:
+            columns.append(values[samples].to_numpy())
+            planted.append(1.0)
+            names.append(name)
     x = np.column_stack(columns)
     complete = ~np.isnan(x).any(axis=1)
     y = expression.loc[gene_id].to_numpy()
@@ -87,7 +94,9 @@ def test_causal_variants_are_common_cis_snvs(study: Path, vcf: Vcf) -> None:
 def test_gene_truth_is_consistent(study: Path) -> None:
     table = read_truth(study, "genes.tsv")
     assert table.columns.tolist() == ["gene_id", "symbol", "h2_planted", "h2_realised",
-                                      "n_causal", "covariate_share", "noise_share"]
+                                      "n_causal", "covariate_share", "noise_share",
+                                      "enformer_share", "enformer_realised",
+                                      "enformer_genetic_r"]
     genes = table.set_index("symbol")
     causal = read_truth(study, "causal_variants.tsv")
     shares = read_truth(study, "covariate_effects.tsv")
@@ -101,7 +110,8 @@ def test_gene_truth_is_consistent(study: Path) -> None:
     assert null[nearest_genes(gene_table())].sum() >= 3
     assert not null["APOE"]
     assert "rs7412" in causal.query("symbol == 'APOE'")["rsid"].tolist()
-    total = genes["h2_planted"] + genes["covariate_share"] + genes["noise_share"]
+    total = (genes["h2_planted"] + genes["covariate_share"] + genes["enformer_share"]
+             + genes["noise_share"])
     assert np.allclose(total, 1, atol=1e-4)
     per_gene = shares.groupby("symbol")["share"].sum()[genes.index]
     assert np.allclose(per_gene, genes["covariate_share"], atol=1e-3)
@@ -114,11 +124,17 @@ def test_heritability_realised_matches_planted(study: Path, vcf: Vcf) -> None:
     expression = _expression(study)
     n = expression.shape[1]
     # The genetic term is scaled to in-sample variance h², so h2_planted / h2_realised is
-    # var(y). var(y) has expectation 1 and SD ≤ sqrt(3/n): the sample variance of the rest
-    # (variance ≤ 1) has SD ≤ sqrt(2/n), its chance covariance with the genetic term adds
-    # 2·sqrt(h²(1−h²)/n) ≤ sqrt(1/n) (the PCs' correlation with it is small: ≤ 1% shares).
+    # var(y). var(y) has expectation 1 + 2·cov(genetic, Enformer) (the Enformer component is a
+    # function of the genotypes too, so the two may be correlated; its r is recorded) and
+    # SD ≤ sqrt(3/n): the sample variance of the rest (variance ≤ 1) has SD ≤ sqrt(2/n), its
+    # chance covariance with the genetic term adds 2·sqrt(h²(1−h²)/n) ≤ sqrt(1/n) (the PCs'
+    # correlation with it is small: ≤ 1% shares).
     bound = 4 * np.sqrt(3 / n)
-    assert (np.abs(expression.var(axis=1, ddof=0) - 1) <= bound).all()
+    covariance = genes["enformer_genetic_r"] * np.sqrt(genes["h2_planted"]
+                                                       * genes["enformer_share"])
+    expected = (1 + 2 * covariance).to_numpy()
+    observed = expression.loc[genes["gene_id"]].var(axis=1, ddof=0).to_numpy()
+    assert (np.abs(observed - expected) <= bound).all()
     for gene in genes.query("h2_planted > 0").itertuples():
         assert abs(gene.h2_planted / gene.h2_realised - 1) <= bound, gene.symbol
         y, x, planted, _ = _design(study, vcf, gene.gene_id)
@@ -154,10 +170,11 @@ def test_extra_components_enter_expression_and_truth(tmp_path: Path) -> None:
         return {g: v.to_numpy() for g, v in made.items()}
 
     study = simulate_study(tmp_path / "extra", seed=5, n_samples=200,
-                           extra_components=extra).parent
+                           extra_components=extra, enformer_genes=()).parent
     genes = read_truth(study, "genes.tsv").set_index("gene_id")
     assert genes.loc[list(shares), "extra_share"].round(6).tolist() == list(shares.values())
     assert (genes.drop(index=list(shares))["extra_share"] == 0).all()
+    assert (genes["enformer_share"] == 0).all()
     total = genes["h2_planted"] + genes["covariate_share"] + genes["extra_share"] \
         + genes["noise_share"]
     assert np.allclose(total, 1, atol=1e-4)
