@@ -5,7 +5,10 @@
 them) and ``plink2``; variant IDs are forced to our ``chrom:pos:ref:alt`` and the bim keeps ALT
 as A1 and REF as A2, so a dosage read back counts ALT copies. ``run_tensorqtl_cis_nominal``
 runs ``python -m tensorqtl … --mode cis_nominal`` as a process and returns its pairs table.
-Other test packages (LD clumping, PRS) reuse the PLINK writer.
+``run_plink_clump``, ``run_plink_score`` and ``run_plink_r2`` drive ``plink1.9 --clump``,
+``--score … sum`` and ``--r2 dprime-signed`` on such files, restricted with ``--keep`` to the
+samples a comparison uses (PLINK's allele frequencies, e.g. for mean imputation, are over the
+samples it keeps).
 """
 
 from __future__ import annotations
@@ -13,15 +16,22 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 PLINK2 = "plink2"
+PLINK19 = "plink1.9"
 BCFTOOLS = "bcftools"
+PLINK_PRINTED_DIGITS = 6
+"""Significant digits of PLINK 1.9's printed scores and r² (its ``%g``-style output)."""
 MAX_ALLELE_LENGTH = 10_000
 """Longest allele written into a variant ID; longer ones would make plink2 stop."""
 TENSORQTL_MODULE = "tensorqtl"
+LD_WINDOW_VARIANTS = 999_999
+"""``--ld-window``: no limit on variants between a pair (the kb window decides)."""
 
 
 def _run(command: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -35,6 +45,110 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> subprocess.C
 def peers_available() -> bool:
     """True when plink2 and bcftools are on the PATH."""
     return shutil.which(PLINK2) is not None and shutil.which(BCFTOOLS) is not None
+
+
+def plink19_available() -> bool:
+    """True when plink1.9 (and plink2 and bcftools, to write its input) are on the PATH."""
+    return peers_available() and shutil.which(PLINK19) is not None
+
+
+def write_keep(samples: Sequence[str], path: Path | str) -> Path:
+    """A PLINK ``--keep`` file (FID = IID = sample, as :func:`write_plink_bed` writes them)."""
+    path = Path(path)
+    path.write_text("".join(f"{s}\t{s}\n" for s in samples))
+    return path
+
+
+def _plink19(bfile: Path | str, keep: Path | str | None, out: Path, args: list[str],
+             what: str, threads: int | None = None) -> None:
+    # --keep-allele-order: A1 stays ALT (PLINK 1.9 otherwise makes A1 the minor allele,
+    # which flips the sign of D for ALT-major variants)
+    command = [PLINK19, "--bfile", str(bfile), "--allow-extra-chr", "--keep-allele-order",
+               "--out", str(out), *args]
+    if keep is not None:
+        command += ["--keep", str(keep)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    _run(command, what)
+
+
+def run_plink_clump(bfile: Path | str, pvalues: pd.DataFrame, out_dir: Path | str, *,
+                    p1: float, r2: float, kb: float, p2: float = 1.0,
+                    keep: Path | str | None = None, threads: int | None = None
+                    ) -> pd.DataFrame:
+    """``plink1.9 --clump`` of an assoc-style table (columns ``SNP``, ``P``; written with full
+    precision in the given order). Returns one row per clump in PLINK's order: ``SNP`` (the
+    index variant), ``P`` and ``members`` (the other variants it took with p ≤ ``p2``; the
+    default p2 = 1 lists every member)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assoc = out_dir / "clump.assoc"
+    pvalues[["SNP", "P"]].to_csv(assoc, sep="\t", index=False, float_format="%.17g")
+    out = out_dir / "clump"
+    out.with_suffix(".clumped").unlink(missing_ok=True)
+    _plink19(bfile, keep, out, ["--clump", str(assoc), "--clump-p1", repr(float(p1)),
+                                "--clump-p2", repr(float(p2)), "--clump-r2", repr(float(r2)),
+                                "--clump-kb", repr(float(kb))], "plink1.9 --clump", threads)
+    path = out.with_suffix(".clumped")
+    if not path.exists():  # PLINK writes no file when no variant passes p1
+        return pd.DataFrame({"SNP": pd.Series(dtype=str), "P": pd.Series(dtype=float),
+                             "members": pd.Series(dtype=object)})
+    table = pd.read_csv(path, sep=r"\s+", dtype={"SNP": str, "SP2": str})
+    members = [[] if sp2 == "NONE" else [m.rsplit("(", 1)[0] for m in sp2.split(",")]
+               for sp2 in table["SP2"]]
+    return table[["SNP", "P"]].assign(members=members)
+
+
+def run_plink_score(bfile: Path | str, weights: pd.DataFrame, out_dir: Path | str, *,
+                    keep: Path | str | None = None, frequencies: pd.DataFrame | None = None,
+                    threads: int | None = None) -> pd.DataFrame:
+    """``plink1.9 --score FILE 1 2 3 header sum`` with ``weights`` (columns ``ID``, ``A1`` —
+    the counted allele —, ``W``). Missing genotypes count as twice the A1 frequency: of the
+    samples kept, or ``frequencies`` (columns ``SNP``, ``A1``, ``A2``, ``FREQ`` of A1,
+    ``NCHROBS``) read with ``--read-freq``. Returns ``CNT`` (alleles called), ``CNT2`` (A1
+    copies called) and ``SCORESUM`` indexed by IID."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "weights.txt"
+    weights[["ID", "A1", "W"]].to_csv(path, sep="\t", index=False, float_format="%.17g")
+    args = ["--score", str(path), "1", "2", "3", "header", "sum"]
+    if frequencies is not None:
+        frq = out_dir / "freq.frq"
+        frequencies.assign(CHR=0).rename(columns={"FREQ": "MAF"})[
+            ["CHR", "SNP", "A1", "A2", "MAF", "NCHROBS"]].to_csv(
+            frq, sep="\t", index=False, float_format="%.17g")
+        args += ["--read-freq", str(frq)]
+    out = out_dir / "score"
+    _plink19(bfile, keep, out, args, "plink1.9 --score", threads)
+    table = pd.read_csv(out.with_suffix(".profile"), sep=r"\s+", dtype={"FID": str, "IID": str})
+    return table.set_index("IID")[["CNT", "CNT2", "SCORESUM"]]
+
+
+def run_plink_r2(bfile: Path | str, anchors: Sequence[str], out_dir: Path | str, *,
+                 window_kb: float, keep: Path | str | None = None) -> pd.DataFrame:
+    """``plink1.9 --r2 dprime-signed`` of each anchor variant with every variant within
+    ``window_kb`` (no r² floor). With ``dprime`` PLINK's r² is the haplotype-frequency one
+    (as ``--clump`` uses), not the allele-count correlation of plain ``--r2``. Returns
+    ``SNP_A``, ``SNP_B``, ``R2`` and the signed ``DP`` (D′, whose sign is D's)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snps = out_dir / "anchors.txt"
+    snps.write_text("".join(f"{a}\n" for a in anchors))
+    out = out_dir / "ld"
+    _plink19(bfile, keep, out, ["--r2", "dprime-signed", "--ld-snp-list", str(snps),
+                                "--ld-window-r2", "0", "--ld-window", str(LD_WINDOW_VARIANTS),
+                                "--ld-window-kb", repr(float(window_kb))], "plink1.9 --r2")
+    return pd.read_csv(out.with_suffix(".ld"), sep=r"\s+",
+                       dtype={"SNP_A": str, "SNP_B": str})[["SNP_A", "SNP_B", "R2", "DP"]]
+
+
+def printed_tolerance(values: np.ndarray, digits: int = PLINK_PRINTED_DIGITS) -> np.ndarray:
+    """Half a unit in the last place of ``values`` printed with ``digits`` significant digits:
+    the most a correct value can differ from PLINK's printed one."""
+    values = np.abs(np.asarray(values, dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log10(np.where(values > 0, values, 1.0)))
+    return np.where(values > 0, 0.5 * 10.0 ** (exponent - digits + 1), 0.0)
 
 
 def split_multiallelic(vcf: Path | str, out: Path | str) -> Path:
@@ -113,7 +227,6 @@ def tensorqtl_nominal_in_process(plink_prefix: Path | str, expression_bed: Path 
     (relative errors up to ~1e-2 for slopes near zero); this runs the same algebra in float64
     so that a comparison can be held to 1e-6 relative.
     """
-    import numpy as np
     import torch
     from tensorqtl import cis, core, genotypeio
 
