@@ -3,14 +3,16 @@
 import time
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from upath import UPath
 
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import track_plot
+from apoe_assets.enformer.convert import ConversionError
 from apoe_assets.enformer.features import tss_bins
-from apoe_assets.enformer.predictions import GenePredictions, assemble, distinct_sequences
+from apoe_assets.enformer.inference import Predictor
+from apoe_assets.enformer.predictions import GenePredictions, predict_gene
+from apoe_assets.enformer.runtime import MissingWeightsError
 from apoe_assets.enformer.targets import read_targets, resolve_tracks, track_descriptions
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.partitions import StudyPartitions
@@ -33,34 +35,43 @@ def selected_tracks(config: Study, head_size: int) -> pd.DataFrame:
         indices = resolve_tracks(settings.tracks, head_size, settings.targets, HEAD)
         descriptions = (track_descriptions(read_targets(settings.targets), indices)
                         if settings.targets else [f"track {i}" for i in indices])
-    except ValueError as error:
-        raise dg.Failure(f"{config.source}: enformer.tracks: {error}") from error
+    except (ValueError, OSError) as error:
+        where = (f"the descriptions in {settings.targets}" if settings.targets
+                 else f"indices 0 … {head_size - 1}, or set enformer.targets to use descriptions")
+        raise dg.Failure(f"{config.source}: enformer.tracks {settings.tracks}: {error}. Set "
+                         f"enformer.tracks to track indices or description prefixes (e.g. "
+                         f"'CAGE:brain'); choose from {where}.", allow_retries=False) from error
     return pd.DataFrame({"index": indices, "description": descriptions})
 
 
-def predict_gene(context: dg.AssetExecutionContext, config: Study, enformer: EnformerResource,
-                 gene: str, folder: SequenceFolder) -> tuple[GenePredictions, dict]:
+def load_model(config: Study, enformer: EnformerResource) -> Predictor:
+    """The run's model; a configuration error fails at once (a retry could not fix it)."""
+    try:
+        return enformer.predictor()
+    except (MissingWeightsError, ConversionError) as error:
+        raise dg.Failure(f"{config.source}: enformer.weights: {error}", allow_retries=False
+                         ) from error
+
+
+def predict_one_gene(context: dg.AssetExecutionContext, config: Study, predictor: Predictor,
+                     gene: str, folder: SequenceFolder) -> tuple[GenePredictions, dict]:
     """Predict one gene's distinct haplotypes and assemble its per-sample feature."""
-    predictor = enformer.predictor()
     model = predictor.config
     tracks = selected_tracks(config, model.heads[HEAD])
-    bins = np.arange(model.target_length)
-    haplotypes, representatives = distinct_sequences(folder.manifest())
-    sequences = folder.model_inputs(model.sequence_length, representatives)
+    computed_before = predictor.sequences_computed
     started = time.perf_counter()
 
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
+    def progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"{gene}: {done}/{total} distinct sequences ({rate:.2f} sequences/s)")
 
-    values = predictor.predict(sequences, progress, tracks=tracks["index"].to_numpy(),
-                               bins=bins)
+    result = predict_gene(predictor, folder, tracks, tss_bins(model.target_length),
+                          config.enformer.haplotypes, progress=progress)
     seconds = time.perf_counter() - started
-    result = assemble(haplotypes, values, tracks, bins, tss_bins(model.target_length),
-                      config.enformer.haplotypes)
-    summary = {"gene": gene, "haplotypes": len(haplotypes), "distinct": len(representatives),
+    distinct = len(result.values)
+    summary = {"gene": gene, "haplotypes": len(result.haplotypes), "distinct": distinct,
+               "computed": predictor.sequences_computed - computed_before,
                "seconds": round(seconds, 2),
-               "sequences_per_second": round(len(representatives) / max(seconds, 1e-9), 2),
+               "sequences_per_second": round(distinct / max(seconds, 1e-9), 2),
                "feature_sd": float(result.features["feature"].std())}
     return result, summary
 
@@ -88,26 +99,29 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         # one partition loads as a folder, several as {gene: folder}
         folders = (personal_sequences if isinstance(personal_sequences, dict)
                    else {genes[0]: personal_sequences})
-        summaries = []
+        predictor = load_model(config, enformer)
+        summaries, first = [], None
         for gene in genes:
-            result, summary = predict_gene(context, config, enformer, gene, folders[gene])
+            result, summary = predict_one_gene(context, config, predictor, gene, folders[gene])
             formats.save(result, UPath(config.storage_root) / "enformer_predictions" / gene)
             summaries.append(summary)
+            first = result if first is None else first
         table = pd.DataFrame(summaries).set_index("gene")
         metadata = {
             "genes": len(genes),
             "haplotypes": int(table["haplotypes"].sum()),
             "distinct_sequences": int(table["distinct"].sum()),
+            "sequences_computed": int(table["computed"].sum()),
             "sequences_per_second": round(float(table["distinct"].sum()
                                                 / max(table["seconds"].sum(), 1e-9)), 2),
+            "model_loads": enformer.loads,
             "tracks": ", ".join(result.tracks["description"]),
             "tss_bins": ", ".join(map(str, result.tss_bins)),
             "haplotype_combination": config.enformer.haplotypes,
             "per_gene": preview(table, rows=50),
         }
-        if len(genes) == 1:
-            metadata["tracks_plot"] = track_plot(result, f"{genes[0]}: predicted tracks")
-            metadata["preview"] = preview(result.features)
+        metadata["tracks_plot"] = track_plot(first, f"{genes[0]}: predicted tracks")
+        metadata["preview"] = preview(first.features)
         return dg.MaterializeResult(metadata=metadata)
 
     return [enformer_predictions]

@@ -24,8 +24,10 @@ READ_CHUNK = 64
 """Haplotypes read from the FASTA at a time (bounds memory at full length)."""
 
 
-def _stream(folder: SequenceFolder, records: Sequence[str], length: int
-            ) -> Iterator[bytes]:
+def stream_model_inputs(folder: SequenceFolder, records: Sequence[str], length: int
+                        ) -> Iterator[bytes]:
+    """The model inputs of ``records`` (TSS-centred, ``length`` bp), read ``READ_CHUNK`` at a
+    time so that memory stays bounded at full length."""
     for start in range(0, len(records), READ_CHUNK):
         yield from folder.model_inputs(length, records=list(records[start:start + READ_CHUNK]))
 
@@ -49,6 +51,6 @@ def predict_folder(predictor: Predictor, folder: SequenceFolder,
     keys = list(zip(*(manifest[c].tolist() for c in SEQUENCE_KEY), strict=True))
     first, inverse = unique_keys(keys)
     records = manifest["record"].to_numpy()[first].tolist()
-    unique = predictor.predict(_stream(folder, records, predictor.config.sequence_length),
-                               progress, tracks=tracks, bins=bins, total=len(records))
+    inputs = stream_model_inputs(folder, records, predictor.config.sequence_length)
+    unique = predictor.predict(inputs, progress, tracks=tracks, bins=bins, total=len(records))
     return unique[inverse], manifest.assign(**{UNIQUE_COLUMN: inverse})

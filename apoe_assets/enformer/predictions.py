@@ -8,6 +8,7 @@ selected tracks summed over the bins at the TSS, the two haplotypes combined by 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from apoe_assets.enformer.features import (
     combine_haplotypes,
     haplotype_feature,
 )
+from apoe_assets.enformer.haplotypes import SEQUENCE_KEY, stream_model_inputs
+from apoe_assets.enformer.inference import Predictor, ProgressCallback, unique_keys
+from apoe_assets.genomics.personal import SequenceFolder, sequence_hash
 
 HAPLOTYPE_COLUMNS = ["record", "sample", "haplotype", "hash", "row"]
 FEATURE_COLUMNS = ["h1", "h2", "feature"]
@@ -76,12 +80,49 @@ class GenePredictions:
 
 
 def distinct_sequences(manifest: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Haplotype table with each record's ``row`` among the distinct hashes, and one
-    representative record per distinct sequence, in first-seen order."""
-    first = manifest.drop_duplicates("hash")
-    row_of = {h: i for i, h in enumerate(first["hash"])}
-    haplotypes = manifest.assign(row=manifest["hash"].map(row_of).astype(np.int64))
+    """Haplotype table with each record's ``row`` among the distinct model inputs, and one
+    representative record per distinct input, in first-seen order.
+
+    A model input is identified by the content ``hash`` and, where the manifest has it, the
+    ``tss_index`` it is centred on (the same sequence centred elsewhere is another input).
+    """
+    key = [c for c in SEQUENCE_KEY if c in manifest.columns]
+    if "hash" not in key:
+        raise ValueError("the manifest has no hash column (rebuild personal_sequences)")
+    _, rows = unique_keys(list(zip(*(manifest[c].tolist() for c in key), strict=True)))
+    haplotypes = manifest.assign(row=rows)
+    first = haplotypes.drop_duplicates("row")
     return haplotypes[HAPLOTYPE_COLUMNS].reset_index(drop=True), first["record"].tolist()
+
+
+def distinct_inputs(folder: SequenceFolder, records: Sequence[str], length: int
+                    ) -> tuple[list[str], np.ndarray]:
+    """``(representatives, inverse)``: one record per distinct model input (the haplotype
+    centred on its TSS and cut to ``length``), first-seen order, and per record its position
+    among them. Haplotypes that differ only outside the model window share an input."""
+    hashes = [sequence_hash(x) for x in stream_model_inputs(folder, records, length)]
+    first, inverse = unique_keys(hashes)
+    return [records[i] for i in first], inverse
+
+
+def predict_gene(predictor: Predictor, folder: SequenceFolder, tracks: pd.DataFrame,
+                 tss: np.ndarray, combination: HaplotypeCombination = "mean",
+                 bins: np.ndarray | None = None, progress: ProgressCallback | None = None
+                 ) -> GenePredictions:
+    """Predict every distinct model input of ``folder`` once (streamed from the FASTA) and
+    assemble the per-sample feature over the ``tss`` bins.
+
+    Records are first grouped by the manifest's hashes, then by the content of their model
+    input. ``tracks`` holds ``index`` (head rows) and ``description``; ``bins`` default to all.
+    """
+    length = predictor.config.sequence_length
+    haplotypes, by_hash = distinct_sequences(folder.manifest())
+    records, inverse = distinct_inputs(folder, by_hash, length)
+    haplotypes = haplotypes.assign(row=inverse[haplotypes["row"].to_numpy()])
+    bins = np.arange(predictor.config.target_length) if bins is None else np.asarray(bins)
+    values = predictor.predict(stream_model_inputs(folder, records, length), progress,
+                               tracks=tracks["index"].to_numpy(), bins=bins, total=len(records))
+    return assemble(haplotypes, values, tracks, bins, tss, combination)
 
 
 def assemble(haplotypes: pd.DataFrame, values: np.ndarray, tracks: pd.DataFrame,

@@ -5,6 +5,7 @@ multiprocess one) and shared by every asset and partition that the run materiali
 science lives in :mod:`apoe_assets.enformer`; this only configures and caches it.
 """
 
+import time
 from typing import Any, Literal
 
 import dagster as dg
@@ -32,15 +33,29 @@ class EnformerResource(dg.ConfigurableResource):
     head: str = Field("human", description="output head (organism)")
 
     _predictor: Any = PrivateAttr(default=None)
+    _loads: int = PrivateAttr(default=0)
 
     def predictor(self) -> Predictor:
         """The loaded model (compiled per selection on first use), built once and cached."""
         if self._predictor is None:
+            started = time.perf_counter()
             self._predictor = load_predictor(
                 self.weights, head=self.head, device=self.device, batch_size=self.batch_size,
                 precision=self.precision, reverse_complement=self.reverse_complement,
                 compilation_cache_dir=self.compilation_cache_dir)
+            self._loads += 1
+            config = self._predictor.config
+            dg.get_dagster_logger().info(
+                f"loaded Enformer weights {self.weights} (C={config.channels}, "
+                f"{config.num_transformer_layers} layers, {config.sequence_length:,} bp) on "
+                f"{len(self._predictor.devices)} {self._predictor.devices[0].platform} "
+                f"device(s) in {time.perf_counter() - started:.1f} s")
         return self._predictor
+
+    @property
+    def loads(self) -> int:
+        """How often this resource instance has loaded the weights (1 after first use)."""
+        return self._loads
 
     def check_weights(self) -> None:
         """Raise the how-to-get-the-weights error now if no weights file is configured."""

@@ -11,6 +11,7 @@ import pytest
 from apoe_assets.enformer.haplotypes import UNIQUE_COLUMN, predict_folder
 from apoe_assets.enformer.inference import Predictor
 from apoe_assets.enformer.model import EnformerConfig, random_params
+from apoe_assets.enformer.predictions import distinct_inputs, predict_gene
 from apoe_assets.genomics.consensus import centre_on_tss
 from apoe_assets.genomics.fasta_writer import IndexedFastaWriter
 from apoe_assets.genomics.personal import FASTA_NAME, MANIFEST_NAME, SequenceFolder, sequence_hash
@@ -75,3 +76,47 @@ def test_manifest_without_hashes(tmp_path: Path) -> None:
     predictor = Predictor(CONFIG, random_params(CONFIG, 7), batch_size=2)
     with pytest.raises(ValueError, match=r"manifest lacks column\(s\) \['hash'\]"):
         predict_folder(predictor, folder)
+
+
+def test_predict_gene(tmp_path: Path) -> None:
+    """The per-gene path: three distinct inputs computed once each, the feature summed over the
+    TSS bins and tracks, haplotypes averaged."""
+    folder, sequences, tss = _folder(tmp_path / "APOE.sequences")
+    predictor = Predictor(CONFIG, random_params(CONFIG, 7), batch_size=2)
+    tracks = pd.DataFrame({"index": [9, 0, 4], "description": ["a", "b", "c"]})
+    centre = [13, 14, 15]
+    result = predict_gene(predictor, folder, tracks, np.array(centre))
+    assert predictor.sequences_computed == 3 and result.values.shape == (3, 28, 3)
+    inputs = [centre_on_tss(s, i, CONFIG.sequence_length) for s, i in zip(sequences, tss,
+                                                                         strict=True)]
+    direct = predictor.predict(inputs, tracks=[9, 0, 4])
+    np.testing.assert_array_equal(result.per_haplotype(), direct)
+    at_tss = direct[:, centre].astype(np.float64).sum(axis=(1, 2)).reshape(-1, 2)
+    np.testing.assert_allclose(result.features[["h1", "h2"]].to_numpy(), at_tss, rtol=1e-12)
+    np.testing.assert_allclose(result.features["feature"], at_tss.mean(axis=1), rtol=1e-12)
+    assert result.features.index.tolist() == ["s1", "s2", "s3", "s4"]
+
+
+def test_haplotypes_differing_outside_the_model_window_share_an_input(tmp_path: Path) -> None:
+    """A SNP in the flank (outside the model window) gives a new hash but the same input."""
+    folder, sequences, _ = _folder(tmp_path / "x")
+    manifest = folder.manifest()
+    outside = bytearray(sequences[0])
+    outside[10] = ord("A") if outside[10] != ord("A") else ord("C")  # window starts at 428
+    path = tmp_path / "flank.sequences"
+    path.mkdir()
+    with IndexedFastaWriter(path / FASTA_NAME) as writer:
+        for record, sequence in zip(manifest["record"], sequences, strict=True):
+            writer.add(record, bytes(outside) if record == "s4_h1" else sequence)
+    changed = manifest["record"] == "s4_h1"
+    manifest.loc[changed, "hash"] = sequence_hash(bytes(outside))
+    manifest.to_parquet(path / MANIFEST_NAME, index=False)
+    assert manifest["hash"].nunique() == 4
+    predictor = Predictor(CONFIG, random_params(CONFIG, 7), batch_size=2)
+    tracks = pd.DataFrame({"index": [0], "description": ["a"]})
+    result = predict_gene(predictor, SequenceFolder(path), tracks, np.array([14]))
+    assert predictor.sequences_computed == 3 and len(result.values) == 3
+    rows = result.haplotypes.set_index("record")["row"]
+    assert rows["s4_h1"] == rows["s1_h1"]
+    assert distinct_inputs(SequenceFolder(path), manifest["record"].tolist(),
+                           CONFIG.sequence_length)[1].tolist() == [0, 0, 1, 0, 2, 1, 0, 0]

@@ -63,3 +63,13 @@ def test_storage_round_trip(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(back.features, result.features)
     pd.testing.assert_frame_equal(back.haplotypes, result.haplotypes)
     np.testing.assert_array_equal(back.tss_bins, result.tss_bins)
+
+
+def test_same_sequence_centred_elsewhere_is_another_input() -> None:
+    """Rows share a model input only when both hash and TSS index agree."""
+    manifest = _manifest().assign(tss_index=[50, 50, 50, 50, 50, 49])
+    haplotypes, representatives = distinct_sequences(manifest)
+    assert representatives == ["S1_h1", "S1_h2", "S2_h2", "S3_h2"]
+    assert haplotypes["row"].tolist() == [0, 1, 0, 2, 1, 3]
+    with pytest.raises(ValueError, match="no hash column"):
+        distinct_sequences(manifest.drop(columns="hash"))

@@ -1,0 +1,169 @@
+"""enformer_predictions on the demo study, materialised for real through Dagster.
+
+Two genes in one single-run backfill: the per-sample feature equals the planted truth (which the
+simulator computed by the same path), every distinct haplotype goes through the model once,
+the model is loaded once for both genes, and a failed run leaves the good output as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from apoe_assets.definitions import build_definitions
+from apoe_assets.enformer.predictions import GenePredictions
+from apoe_assets.genomics.personal import SequenceFolder
+from apoe_assets.materialize import QUIET, materialize_all
+from apoe_assets.study import load_study
+from apoe_assets_tests.conftest import failure_message, snapshot
+from apoe_assets_tests.studies import demo_copy
+
+GENES = ["APOE", "APOC1"]
+"""Two of the demo's Enformer genes, consecutive in the study file (one partition range)."""
+FEATURE_TOLERANCE = 2e-6
+"""Absolute: the truth has 8 decimals and float32 features near 2.5 carry ~7 digits."""
+UPSTREAM = dg.AssetSelection.assets("personal_sequences").upstream()
+PREDICTIONS = dg.AssetKey("enformer_predictions")
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """The demo copy and what the one enformer_predictions run over both genes produced."""
+
+    study_file: Path
+    storage: Path
+    result: dg.ExecuteInProcessResult
+    logs: list[str]
+
+    def predictions(self, gene: str) -> GenePredictions:
+        return GenePredictions.read(self.storage / "enformer_predictions"
+                                    / f"{gene}.predictions")
+
+    def manifest(self, gene: str) -> pd.DataFrame:
+        return SequenceFolder(self.storage / "personal_sequences"
+                              / f"{gene}.sequences").manifest()
+
+
+def _predict(study_file: Path, instance: dg.DagsterInstance, genes: list[str]
+             ) -> dg.ExecuteInProcessResult:
+    """One run of enformer_predictions over ``genes`` (a partition key range)."""
+    job = build_definitions(load_study(study_file)).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(instance=instance, asset_selection=[PREDICTIONS],
+                                  tags={RANGE_START: genes[0], RANGE_END: genes[-1]},
+                                  run_config=QUIET, raise_on_error=False)
+
+
+def _truth(study_file: Path, gene: str) -> pd.DataFrame:
+    """The planted haplotype features of ``gene``, by sample (the expressed samples)."""
+    table = pd.read_csv(load_study(study_file).truth / "enformer_features.tsv", sep="\t")
+    return table[table["symbol"] == gene].set_index("sample")
+
+
+@pytest.fixture(scope="module")
+def backfill(tmp_path_factory: pytest.TempPathFactory) -> Backfill:
+    """The demo restricted to the samples the simulator predicted (those with expression)."""
+    samples = _truth(demo_copy(tmp_path_factory.mktemp("demo")), GENES[0]).index.tolist()
+    study_file = demo_copy(tmp_path_factory.mktemp("enformer"), genes=GENES, samples=samples)
+    with dg.instance_for_test() as instance:
+        upstream = materialize_all(build_definitions(load_study(study_file)), instance,
+                                   report=lambda _: None, selection=UPSTREAM)
+        assert all(r.success for r in upstream)
+        result = _predict(study_file, instance, GENES)
+        logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return Backfill(study_file, Path(load_study(study_file).storage_root), result, logs)
+
+
+def _metadata(backfill: Backfill) -> dict:
+    events = backfill.result.get_asset_materialization_events()
+    return {k: getattr(v, "value", v) for k, v in events[0].materialization.metadata.items()}
+
+
+def test_one_run_materialises_both_genes_with_one_model_load(backfill: Backfill) -> None:
+    events = backfill.result.get_asset_materialization_events()
+    assert sorted(e.partition for e in events) == sorted(GENES)
+    assert {e.asset_key for e in events} == {PREDICTIONS}
+    assert sum("loaded Enformer weights" in message for message in backfill.logs) == 1
+    metadata = _metadata(backfill)
+    assert metadata["model_loads"] == 1 and metadata["genes"] == len(GENES)
+    assert all((backfill.storage / "enformer_predictions" / f"{g}.predictions").is_dir()
+               for g in GENES)
+
+
+@pytest.mark.parametrize("gene", GENES)
+def test_feature_equals_the_planted_truth(backfill: Backfill, gene: str) -> None:
+    """The demo planted its component from these weights' TSS feature; the asset recomputes
+    it from the personal sequences for every sample."""
+    truth = _truth(backfill.study_file, gene)
+    features = backfill.predictions(gene).features
+    assert features.index.tolist() == truth.index.tolist()
+    expected = truth[["haplotype_1", "haplotype_2", "feature"]].to_numpy()
+    got = features[["h1", "h2", "feature"]].to_numpy()
+    assert np.abs(got - expected).max() <= FEATURE_TOLERANCE
+    assert features["feature"].std() > 100 * FEATURE_TOLERANCE  # variation is compared too
+
+
+@pytest.mark.parametrize("gene", GENES)
+def test_each_distinct_haplotype_is_predicted_once(backfill: Backfill, gene: str) -> None:
+    """One prediction per distinct model input: the simulator's count of distinct TSS-centred
+    haplotypes. The manifest's hashes cover the flanks too, so they split a few more."""
+    manifest = backfill.manifest(gene)
+    recorded = json.loads((load_study(backfill.study_file).truth / "simulation.json")
+                          .read_text())["enformer"]["genes"][gene]["distinct_haplotypes"]
+    predictions = backfill.predictions(gene)
+    rows = predictions.haplotypes.set_index("record")["row"]
+    assert len(predictions.values) == rows.nunique() == recorded
+    assert recorded <= manifest["hash"].nunique() < len(manifest) == len(rows)
+    # records with equal hashes share a row (a hash is never predicted twice)
+    hashes = manifest.set_index("record")["hash"].loc[rows.index].to_numpy()
+    assert (rows.groupby(hashes).nunique() == 1).all()
+    metadata = _metadata(backfill)
+    total = sum(len(backfill.predictions(g).values) for g in GENES)
+    assert metadata["sequences_computed"] == metadata["distinct_sequences"] == total
+
+
+def test_metadata_has_rate_and_track_plot(backfill: Backfill) -> None:
+    metadata = _metadata(backfill)
+    assert metadata["sequences_per_second"] > 0
+    assert metadata["tracks_plot"].startswith(f"![{GENES[0]}: predicted tracks]"
+                                              "(data:image/png;base64,")
+    assert metadata["tracks"] == "CAGE:brain, adult, demo"
+    assert any("distinct sequences (" in m and "sequences/s)" in m for m in backfill.logs)
+
+
+def _changed_study(backfill: Backfill, folder: Path, **enformer: object) -> Path:
+    """The backfill's study (same storage) with some ``enformer:`` settings changed."""
+    fields = yaml.safe_load(backfill.study_file.read_text())
+    fields["enformer"] = {**fields["enformer"], **enformer}
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("change", "advice"), [
+    ({"tracks": ["CAGE:cerebellum"]}, "no track description matches 'CAGE:cerebellum'"),
+    ({"weights": None}, "python -m apoe_assets.enformer.convert"),
+    ({"weights": "absent.safetensors"}, "EleutherAI/enformer-official-rough"),
+])
+def test_failed_run_leaves_the_good_output(backfill: Backfill, tmp_path: Path, change: dict,
+                                           advice: str) -> None:
+    """A configuration error fails the step at once (no retry), says what to change, and
+    leaves the stored predictions byte for byte as they were."""
+    before = snapshot(backfill.storage / "enformer_predictions")
+    study_file = _changed_study(backfill, tmp_path, **change)
+    with dg.instance_for_test() as instance:
+        result = _predict(study_file, instance, GENES[:1])
+        retries = [e for e in result.all_events
+                   if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert not result.success and not retries
+    message = failure_message([result])
+    assert advice in message and "enformer." in message
+    assert snapshot(backfill.storage / "enformer_predictions") == before
