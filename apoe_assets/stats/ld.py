@@ -71,6 +71,11 @@ class PackedGenotypes:
             bits[:, k, :n] = codes == k
         self.bits = np.packbits(bits, axis=-1, bitorder="little").view(np.uint64)
         called = codes >= 0
+        padded = np.zeros((m, words * 64), dtype=bool)
+        padded[:, :n] = called
+        self.called_bits = np.packbits(padded, axis=-1, bitorder="little").view(np.uint64)
+        self.class_counts = _word_sums(self.bits)  # [variants, 3]
+        self.n_samples = n
         self.alt = np.where(called, codes, 0).sum(axis=1).astype(np.float64)
         self.called = called.sum(axis=1).astype(np.float64)
         self.missing = n - self.called
@@ -109,20 +114,47 @@ class PackedGenotypes:
 
     def tables(self, anchors: np.ndarray, others: np.ndarray) -> np.ndarray:
         """``[pairs, 9]`` genotype counts of each (anchor, other) variant pair, row-major by
-        (anchor genotype, other genotype), over samples called at both."""
+        (anchor genotype, other genotype), over samples called at both.
+
+        Only the four heterozygous/hom-ALT cells are ANDed; the REF cells follow from the
+        margins, which are each variant's own class counts unless one of the pair has missing
+        calls (then they are counted over the samples called at both)."""
         anchors = np.asarray(anchors, dtype=np.int64)
         others = np.asarray(others, dtype=np.int64)
         out = np.empty((len(anchors), 9), dtype=np.int64)
-        step = max(TABLE_CHUNK_WORDS // (9 * self.bits.shape[-1]), 1)
+        words = self.bits.shape[-1]
+        step = max(TABLE_CHUNK_WORDS // (4 * words), 1)
         for start in range(0, len(anchors), step):
-            a = self.bits[anchors[start:start + step]]  # [pairs, 3, words]
-            b = self.bits[others[start:start + step]]
-            counts = _popcount(a[:, :, None, :] & b[:, None, :, :]).reshape(-1, a.shape[-1])
-            total = counts[:, 0].astype(np.int32)
-            for word in range(1, counts.shape[1]):  # faster than a reduction over a short axis
-                total += counts[:, word]
-            out[start:start + step] = total.reshape(-1, 9)
+            ia, ib = anchors[start:start + step], others[start:start + step]
+            a = self.bits[ia, 1:]  # [pairs, 2 (het, hom-ALT), words]
+            b = self.bits[ib, 1:]
+            core = _word_sums(a[:, :, None, :] & b[:, None, :, :]).reshape(-1, 2, 2)
+            rows = self.class_counts[ia, 1:].copy()
+            cols = self.class_counts[ib, 1:].copy()
+            both = np.full(len(ia), self.n_samples, dtype=np.int64)
+            dirty = np.flatnonzero((self.missing[ia] > 0) | (self.missing[ib] > 0))
+            if len(dirty):
+                called_a, called_b = self.called_bits[ia[dirty]], self.called_bits[ib[dirty]]
+                rows[dirty] = _word_sums(a[dirty] & called_b[:, None, :])
+                cols[dirty] = _word_sums(b[dirty] & called_a[:, None, :])
+                both[dirty] = _word_sums(called_a & called_b)
+            t = out[start:start + step]
+            t[:, [4, 5, 7, 8]] = core.reshape(-1, 4)
+            t[:, 3] = rows[:, 0] - core[:, 0, 0] - core[:, 0, 1]
+            t[:, 6] = rows[:, 1] - core[:, 1, 0] - core[:, 1, 1]
+            t[:, 1] = cols[:, 0] - core[:, 0, 0] - core[:, 1, 0]
+            t[:, 2] = cols[:, 1] - core[:, 0, 1] - core[:, 1, 1]
+            t[:, 0] = both - rows.sum(axis=1) - t[:, 1] - t[:, 2]
         return out
+
+
+def _word_sums(words: np.ndarray) -> np.ndarray:
+    """Set bits of each ``uint64`` row over its last axis, as int64 ``words.shape[:-1]``."""
+    counts = _popcount(words.reshape(-1, words.shape[-1]))
+    total = counts[:, 0].astype(np.int32)
+    for word in range(1, counts.shape[1]):  # faster than a reduction over a short axis
+        total += counts[:, word]
+    return total.astype(np.int64).reshape(words.shape[:-1])
 
 
 def _cubic_real_roots(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
