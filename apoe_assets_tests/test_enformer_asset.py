@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from apoe_assets.definitions import build_definitions
+from apoe_assets.definitions import JAX_CACHE, build_definitions
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.materialize import QUIET, materialize_all
@@ -96,6 +96,8 @@ def test_one_run_materialises_both_genes_with_one_model_load(backfill: Backfill)
     assert metadata["model_loads"] == 1 and metadata["genes"] == len(GENES)
     assert all((backfill.storage / "enformer_predictions" / f"{g}.predictions").is_dir()
                for g in GENES)
+    # JAX's persistent compilation cache lives under the storage root and was filled
+    assert any((backfill.storage / JAX_CACHE).iterdir())
 
 
 @pytest.mark.parametrize("gene", GENES)

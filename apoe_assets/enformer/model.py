@@ -35,6 +35,7 @@ Params = Mapping[str, Mapping[str, Array]]
 STEM_KERNEL = 15
 TOWER_KERNEL = 5
 POOL_SIZE = 2
+"""Attention pooling combines pairs of neighbours (AttentionPool relies on pairs)."""
 BATCH_NORM_EPS = 1e-5
 LAYER_NORM_EPS = 1e-5
 GELU_SHARPNESS = 1.702
@@ -239,15 +240,24 @@ class ConvBlock(hk.Module):
 
 
 class AttentionPool(hk.Module):
-    """Softmax pooling of each ``POOL_SIZE`` neighbours with per-channel logits ``x · W``."""
+    """Softmax pooling of each ``POOL_SIZE`` neighbours with per-channel logits ``x · W``.
+
+    For a pair (``POOL_SIZE`` = 2) the softmax weight of the first is
+    ``sigmoid(l₀ − l₁) = sigmoid((x₀ − x₁) · W)``, so the output ``x₁ + w₀ (x₀ − x₁)`` needs one
+    matrix product per pair instead of one per position, and no reduction over a size-2 axis
+    (the step XLA's CPU backend runs slowest). The same function, in about a third of the time.
+    """
 
     def __call__(self, x: Array) -> Array:
         b, n, c = x.shape
         w = hk.get_parameter("w", [c, c], x.dtype,
                              init=lambda s, d: POOL_INIT_GAIN * jnp.eye(s[0], dtype=d))
-        logits = jnp.einsum("bnc,cd->bnd", x, w).reshape(b, n // POOL_SIZE, POOL_SIZE, c)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=2).astype(x.dtype)
-        return (x.reshape(b, n // POOL_SIZE, POOL_SIZE, c) * weights).sum(axis=2)
+        pairs = x.reshape(b, n // POOL_SIZE, POOL_SIZE * c)
+        first, second = pairs[..., :c], pairs[..., c:]
+        difference = first - second
+        logit = jnp.einsum("bnc,cd->bnd", difference, w)
+        weight = jax.nn.sigmoid(logit.astype(jnp.float32)).astype(x.dtype)
+        return second + weight * difference
 
 
 def relative_shift(logits: Array) -> Array:
