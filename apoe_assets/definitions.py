@@ -12,6 +12,7 @@ from apoe_assets.assets.eqtl import eqtl_assets
 from apoe_assets.assets.folds import cv_folds
 from apoe_assets.assets.ingestion import ingestion_assets
 from apoe_assets.assets.loci import locus_assets
+from apoe_assets.assets.prs import prs_assets
 from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.checks import ingestion_checks
 from apoe_assets.partitions import study_partitions
@@ -41,7 +42,8 @@ def build_definitions(study: Study) -> dg.Definitions:
     parts = study_partitions(study)
     return dg.Definitions(
         assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
-                *sequence_assets(parts), *eqtl_assets(parts), *enformer_assets(parts)],
+                *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
+                *enformer_assets(parts)],
         asset_checks=ingestion_checks(parts),
         resources={
             "io_manager": AssetStorage(root=study.storage_root),

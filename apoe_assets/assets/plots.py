@@ -71,3 +71,43 @@ def track_plot(predictions: GenePredictions, title: str) -> dg.MetadataValue:
     axes.legend(frameon=False, fontsize=7, loc="upper right")
     axes.set(xlabel="output bin", ylabel="prediction", title=title)
     return _embed(figure, title)
+
+
+def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray], title: str
+                    ) -> dg.MetadataValue:
+    """One panel per model: observed (covariate-adjusted) expression against its out-of-fold
+    prediction, with the pooled R² and the identity line."""
+    figure, axes = plt.subplots(1, len(predicted), figsize=(3.2 * len(predicted), 3.2),
+                                sharex=True, sharey=True, squeeze=False)
+    observed = np.asarray(observed, dtype=np.float64)
+    total = float(((observed - observed.mean()) ** 2).sum())
+    for panel, (model, values) in zip(axes[0], predicted.items(), strict=True):
+        values = np.asarray(values, dtype=np.float64)
+        r2 = 1.0 - float(((observed - values) ** 2).sum()) / total if total > 0 else np.nan
+        panel.scatter(values, observed, s=6, color="#4a6fa5", linewidths=0)
+        low, high = np.nanmin(observed), np.nanmax(observed)
+        panel.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        panel.set(xlabel="out-of-fold prediction", title=f"{model}  R² {r2:.3f}")
+    axes[0][0].set_ylabel("observed")
+    figure.suptitle(title)
+    return _embed(figure, title)
+
+
+def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, float | None],
+                   title: str) -> dg.MetadataValue:
+    """Inner-CV r² of the P+T score per p-value threshold, one line per outer fold, the chosen
+    threshold marked."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    for fold, curve in inner_r2.items():
+        if not curve:
+            continue
+        thresholds = np.array(sorted(curve))
+        line, = axes.plot(thresholds, [curve[t] for t in thresholds], marker="o", markersize=3,
+                          linewidth=0.9, label=f"fold {fold}")
+        if chosen.get(fold) is not None:
+            axes.scatter([chosen[fold]], [curve[chosen[fold]]], s=60, facecolors="none",
+                         edgecolors=line.get_color())
+    axes.set_xscale("log")
+    axes.set(xlabel="p-value threshold", ylabel="inner out-of-fold r²", title=title)
+    axes.legend(frameon=False, fontsize=7)
+    return _embed(figure, title)

@@ -5,6 +5,11 @@ covariates, scan the cis window, clump, choose the P+T threshold and λ (inner f
 calibrate the scores; the fold's test samples are then predicted. The target of every model
 is covariate-adjusted expression: the training fit of ``[1, covariates]`` is subtracted from
 the test samples' expression, so the test samples never inform it either.
+
+Bad input fails before any fitting, with the reason: NaN in expression or covariates, samples
+without expression, fewer samples than the folds need, inner training sets too small for the
+covariates. A gene with nothing to test (no variant in the window, none polymorphic with MAF ≥
+the threshold) gives a well-formed result with a note: every model predicts the training mean.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from apoe_assets.stats.prs import P_THRESHOLDS
 from apoe_assets.stats.residualise import CovariateError, adjust_for_covariates, require_finite
 
 MODELS = ("baseline_prs", "pt_prs", "elastic_net")
+WEIGHT_COLUMNS = ["fold", "model", "variant_id", "pos", "weight", "mean_dosage", "intercept",
+                  "scale"]
+
+
+class FoldTableMismatch(ValueError):
+    """A given per-fold eQTL table is not the scan of that fold's training samples."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,8 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class FoldModels:
-    """The models of one outer fold, fitted on its training samples only."""
+    """The models of one outer fold, fitted on its training samples only, and their
+    predictions of its test samples."""
 
     fold: int
     train: list[str]
@@ -65,15 +77,47 @@ class FoldModels:
     baseline: PrsFit
     pt: PrsFit
     elastic_net: ElasticNetFit
-    elastic_net_rows: np.ndarray
+    observed: np.ndarray
+    """The test samples' covariate-adjusted expression (training covariate fit)."""
+    predicted: pd.DataFrame
+    """One column per model, indexed by the test samples."""
 
     def weights(self, model: str) -> pd.Series:
-        """Per-variant weights (raw dosage scale) that score this fold's test samples."""
+        """Per-variant weights (raw dosage scale) of the score behind ``model``'s prediction,
+        indexed by the fold's tested variants."""
+        ids = self.eqtl.table["variant_id"].to_numpy()
         if model == "elastic_net":
-            return pd.Series(self.elastic_net.weights, name=model,
-                             index=self.eqtl.table["variant_id"].to_numpy())
+            return pd.Series(self.elastic_net.weights, index=ids, name=model)
         fit = {"baseline_prs": self.baseline, "pt_prs": self.pt}[model]
         return pd.Series(fit.weights, index=fit.variant_ids, name=model)
+
+    def weight_table(self) -> pd.DataFrame:
+        """Non-zero weights of every model, in :data:`WEIGHT_COLUMNS`: a test sample's
+        prediction is ``intercept + scale × Σ weight × dosage`` (a missing dosage counts as
+        ``mean_dosage``, the training mean). A model with no non-zero weight keeps one row with
+        no variant, so its intercept is stored too."""
+        positions = self.eqtl.table["pos"].to_numpy(np.int64)
+        parts = []
+        for model in MODELS:
+            if model == "elastic_net":
+                fit, intercept, scale = self.elastic_net, self.elastic_net.intercept, 1.0
+            else:
+                fit = {"baseline_prs": self.baseline, "pt_prs": self.pt}[model]
+                intercept, scale = fit.calibration.intercept, fit.calibration.slope
+            weights = np.asarray(fit.weights, dtype=np.float64)
+            keep = np.flatnonzero(weights != 0)
+            part = pd.DataFrame({
+                "variant_id": pd.array(self.eqtl.table["variant_id"].to_numpy()[keep],
+                                       dtype="string"),
+                "pos": pd.array(positions[keep], dtype="Int64"),
+                "weight": weights[keep], "mean_dosage": np.asarray(fit.means)[keep]})
+            if part.empty:
+                part = pd.DataFrame({"variant_id": pd.array([pd.NA], dtype="string"),
+                                     "pos": pd.array([pd.NA], dtype="Int64"),
+                                     "weight": [0.0], "mean_dosage": [np.nan]})
+            parts.append(part.assign(fold=self.fold, model=model, intercept=float(intercept),
+                                     scale=float(scale)))
+        return pd.concat(parts, ignore_index=True)[WEIGHT_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -110,17 +154,53 @@ class GeneModels:
                 "fold": f.fold, "n_train": len(f.train), "n_test": len(f.test),
                 "variants_tested": len(f.eqtl.rows),
                 "baseline_snps": f.baseline.n_variants,
-                "pt_threshold": f.pt.threshold, "pt_index_snps": f.pt.n_index,
+                "pt_threshold": np.nan if f.pt.threshold is None else f.pt.threshold,
+                "pt_inner_r2": f.pt.inner_r2.get(f.pt.threshold, np.nan),
+                "pt_index_snps": f.pt.n_index or 0,
                 "pt_snps": f.pt.n_variants,
                 "elastic_net_lambda": f.elastic_net.alpha,
                 "elastic_net_snps": f.elastic_net.n_nonzero,
             })
         return pd.DataFrame(rows).set_index("fold")
 
+    def weight_table(self) -> pd.DataFrame:
+        """Every fold's :meth:`FoldModels.weight_table`, stacked."""
+        return pd.concat([f.weight_table() for f in self.folds], ignore_index=True)
 
-def _fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
-              covariates: pd.DataFrame, gene_id: str, tss: int, folds: pd.Series, fold: int,
-              settings: ModelSettings) -> tuple[FoldModels, np.ndarray, np.ndarray]:
+
+def inner_splits(train: Sequence[str], inner: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The inner folds as (training, test) index arrays into ``train``."""
+    position = {s: i for i, s in enumerate(train)}
+    splits = []
+    for inner_fold in fold_ids(inner):
+        is_test = inner.to_numpy() == inner_fold
+        splits.append((np.array([position[s] for s in inner.index[~is_test]], dtype=np.int64),
+                       np.array([position[s] for s in inner.index[is_test]], dtype=np.int64)))
+    return splits
+
+
+def _check_table(fold: int, ours: pd.DataFrame, given: pd.DataFrame) -> None:
+    given = given.reset_index(drop=True)
+    try:
+        pd.testing.assert_frame_equal(given, ours, check_dtype=False, check_exact=True)
+    except AssertionError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise FoldTableMismatch(
+            f"fold {fold}: the given training eQTL table ({len(given)} variants) is not the "
+            f"scan of this fold's training samples ({len(ours)} variants): {detail}. "
+            "Were the eQTL tables made with other folds, samples or settings? "
+            "Re-materialise them") from None
+
+
+def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
+             covariates: pd.DataFrame, gene_id: str, tss: int, folds: pd.Series, fold: int,
+             settings: ModelSettings, expected_table: pd.DataFrame | None = None
+             ) -> FoldModels:
+    """Every model of outer fold ``fold`` from its training samples, and its test predictions.
+
+    ``codes`` are :func:`~apoe_assets.stats.ld.genotype_codes` of the window; when given,
+    ``expected_table`` must equal the fold's training scan (else :class:`FoldTableMismatch`).
+    """
     train, test = split(folds, fold)
     adjusted_train, adjusted_test = adjust_for_covariates(
         expression.loc[train].to_numpy(float), covariates.loc[:, train].to_numpy(float).T,
@@ -131,6 +211,8 @@ def _fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
                                maf_threshold=settings.maf_threshold, samples=samples)
 
     eqtl = scan(train)
+    if expected_table is not None:
+        _check_table(fold, eqtl.table, expected_table)
     inner = inner_folds(folds, fold, settings.n_inner_folds, settings.seed)
     clumping = {"r2": settings.clump_r2, "kb": settings.clump_kb, "p1": settings.clump_p1}
     scores = inner_scores(window, codes, train, inner, scan,
@@ -138,30 +220,46 @@ def _fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
     baseline = fit_baseline(window, train, eqtl, scores, adjusted_train)
     pt = fit_pt(window, codes, train, eqtl, scores, adjusted_train,
                 thresholds=settings.p_thresholds, **clumping)
-    position = {s: i for i, s in enumerate(train)}
-    splits = []
-    for inner_fold in sorted(set(inner.tolist())):
-        is_test = inner.to_numpy() == inner_fold
-        splits.append((np.array([position[s] for s in inner.index[~is_test]]),
-                       np.array([position[s] for s in inner.index[is_test]])))
-    train_dosages = window.subset(train)[eqtl.rows]
-    net = fit_elastic_net(train_dosages, adjusted_train, splits, l1_ratio=settings.l1_ratio,
-                          n_lambdas=settings.n_lambdas, seed=settings.seed)
-    test_dosages = window.subset(test)[eqtl.rows]
-    predictions = np.column_stack([baseline.predict(window, test), pt.predict(window, test),
-                                   net.predict(test_dosages)])
-    models = FoldModels(fold, train, test, eqtl, baseline, pt, net, eqtl.rows)
-    return models, adjusted_test, predictions
+    net = fit_elastic_net(window.subset(train)[eqtl.rows], adjusted_train,
+                          inner_splits(train, inner), l1_ratio=settings.l1_ratio,
+                          n_lambdas=settings.n_lambdas)
+    predicted = pd.DataFrame({"baseline_prs": baseline.predict(window, test),
+                              "pt_prs": pt.predict(window, test),
+                              "elastic_net": net.predict(window.subset(test)[eqtl.rows])},
+                             index=pd.Index(test, name="sample"))
+    return FoldModels(fold, train, test, eqtl, baseline, pt, net, adjusted_test, predicted)
+
+
+def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int) -> None:
+    """Clear errors when the folds cannot be filled or an inner training set is too small
+    for the covariates (a scan needs covariates + 3 samples)."""
+    n_covariates = covariates.shape[0]
+    for fold in fold_ids(folds):
+        train = split(folds, fold)[0]
+        if len(train) < n_inner_folds:
+            raise FoldError(f"outer fold {fold} leaves {len(train)} training samples, too few "
+                            f"for {n_inner_folds} inner folds")
+        smallest = len(train) - -(-len(train) // n_inner_folds)
+        if smallest < n_covariates + 3:
+            raise CovariateError(
+                f"{len(folds)} samples in {len(fold_ids(folds))} outer × {n_inner_folds} inner "
+                f"folds leave inner training sets of {smallest} samples, too few for "
+                f"{n_covariates} covariates (a scan needs covariates + 3 = {n_covariates + 3}); "
+                "use fewer folds or covariates, or more samples")
 
 
 def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
                 covariates: pd.DataFrame, gene: Mapping, folds: pd.Series,
-                settings: ModelSettings = ModelSettings()) -> GeneModels:
+                settings: ModelSettings = ModelSettings(),
+                fold_tables: Mapping[int, pd.DataFrame] | None = None) -> GeneModels:
     """eQTL tables, permutation p-value and out-of-fold predictions of one gene.
 
     ``expression`` is a Series sample → expression; ``covariates`` covariates × samples;
     ``gene`` has ``gene_id`` and ``tss`` (0-based) and, optionally, ``cis_start``/``cis_end``;
     ``folds`` (from :func:`~apoe_assets.ml.folds.assign_folds`) names the samples used.
+    ``fold_tables`` (fold → nominal table), e.g. the stored per-fold eQTL tables, are checked
+    to be exactly the training scans that weight the PRS models (:class:`FoldTableMismatch`).
+    ``settings.n_permutations`` 0 skips the gene-level permutation test.
     """
     samples = folds.index.tolist()
     gene_id = str(gene["gene_id"])
@@ -173,6 +271,15 @@ def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
         raise CovariateError(f"{len(absent)} fold sample(s) have no expression for {gene_id}, "
                              f"e.g. {', '.join(map(str, absent[:3]))}")
     require_finite(expression.loc[samples].rename(gene_id), "expression of gene")
+    absent = [s for s in samples if s not in covariates.columns]
+    if absent:
+        raise CovariateError(f"{len(absent)} fold sample(s) have no covariates, e.g. "
+                             f"{', '.join(map(str, absent[:3]))}")
+    require_finite(covariates.loc[:, samples], "covariate")
+    check_design(folds, covariates, settings.n_inner_folds)
+    if fold_tables is not None and set(fold_tables) != set(fold_ids(folds)):
+        raise FoldTableMismatch(f"eQTL tables for folds {sorted(fold_tables)} but the "
+                                f"assignment has folds {fold_ids(folds)}")
     window = (genotypes if isinstance(genotypes, CisWindow)
               else cis_window(genotypes, gene, samples, flank=settings.cis_window))
     eqtl = map_cis_nominal(window, expression, covariates, gene_id=gene_id, tss=tss,
@@ -185,14 +292,15 @@ def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
     frames = []
     notes = list(eqtl.notes)
     for fold in fold_ids(folds):
-        models, observed, predicted = _fit_fold(window, codes, expression, covariates, gene_id,
-                                                tss, folds, fold, settings)
+        models = fit_fold(window, codes, expression, covariates, gene_id, tss, folds, fold,
+                          settings, None if fold_tables is None else fold_tables[fold])
         fitted.append(models)
-        frames.append(pd.DataFrame({FOLD: fold, "observed": observed,
-                                    **{m: predicted[:, k] for k, m in enumerate(MODELS)}},
-                                   index=pd.Index(models.test, name="sample")))
+        frames.append(pd.DataFrame({FOLD: fold, "observed": models.observed},
+                                   index=models.predicted.index).join(models.predicted))
         notes.extend(f"fold {fold}: {n}" for n in (*models.eqtl.notes, *models.elastic_net.notes)
                      if n not in eqtl.notes)
+    if not len(eqtl.rows) or any(not len(f.eqtl.rows) for f in fitted):
+        notes.append("nothing tested in some fold: its models predict the training mean")
     predictions = pd.concat(frames).loc[samples]
     return GeneModels(gene_id, eqtl, permutation, fitted, predictions,
                       tuple(dict.fromkeys(notes)))

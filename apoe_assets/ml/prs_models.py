@@ -143,7 +143,11 @@ def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
 def fit_pt(window: CisWindow, codes: np.ndarray, train: Sequence[str], eqtl: EqtlResult,
            inner: InnerScores, target: np.ndarray, *, thresholds: Sequence[float], r2: float,
            kb: float, p1: float) -> PrsFit:
-    """Clumped training eQTLs at the threshold with the best inner out-of-fold r²."""
+    """Clumped training eQTLs at the threshold with the best inner out-of-fold r² (ties: the
+    strictest threshold); with nothing tested, no threshold and the training mean."""
+    if not len(eqtl.rows):
+        return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(), np.zeros(0), np.zeros(0),
+                      Calibration.fit(np.zeros(len(target)), target), None, 0, {})
     inner_r2 = {float(t): pearson_r(target, inner.pt[k]) ** 2
                 for k, t in enumerate(thresholds)}
     best = int(np.argmax([inner_r2[float(t)] for t in thresholds]))

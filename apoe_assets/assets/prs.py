@@ -1,0 +1,135 @@
+"""Genotype-only expression models per gene: baseline PRS, pruning + thresholding PRS and the
+PrediXcan-style elastic net, each predicting every sample out of fold.
+
+Two assets from one computation: ``prs_scores`` (per sample: fold, observed covariate-adjusted
+expression, one out-of-fold prediction per model) and ``prs_weights`` (per outer fold and
+model, the non-zero weights that scored the fold's test samples, with the intercept and scale
+that turn a score into a prediction), for SNP-effect overlap and audits. The PRS weights are
+the ``cis_eqtl`` asset's per-fold training tables: the core re-scans each fold's training
+samples and fails if the stored table is not exactly that scan.
+"""
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from apoe_assets.assets.eqtl import gene_expression, gene_row
+from apoe_assets.assets.metadata import preview, scalars
+from apoe_assets.assets.plots import prediction_plot, threshold_plot
+from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.truth import planted_genes
+from apoe_assets.ml.folds import FOLD
+from apoe_assets.ml.gene_models import MODELS, GeneModels, ModelSettings, gene_models
+from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.study import StudyResource
+from apoe_assets.stats.eqtl import cis_window
+from apoe_assets.study import Study
+
+GROUP = "statistics"
+TRUTH_COLUMNS = ("h2_planted", "h2_realised")
+
+
+def model_settings(study: Study) -> ModelSettings:
+    """The genotype models' settings from the study file (no permutations: the gene-level
+    p-value is ``cis_eqtl``'s)."""
+    prs = study.prs
+    return ModelSettings(
+        n_folds=study.folds, n_inner_folds=prs.inner_folds, seed=study.seed,
+        cis_window=study.cis_window, maf_threshold=study.eqtl.maf_threshold, n_permutations=0,
+        p_thresholds=tuple(prs.p_thresholds), clump_p1=prs.clump_p1, clump_r2=prs.clump_r2,
+        clump_kb=prs.clump_kb, l1_ratio=prs.l1_ratio)
+
+
+def fold_tables(cis_eqtl: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """The per-fold training tables of a stored ``cis_eqtl`` partition (``fold`` not <NA>)."""
+    per_fold = cis_eqtl[cis_eqtl[FOLD].notna()]
+    return {int(fold): table.drop(columns=FOLD).reset_index(drop=True)
+            for fold, table in per_fold.groupby(FOLD)}
+
+
+def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, seconds: float
+              ) -> dict:
+    metrics = result.metrics()
+    summary = result.fold_summary()
+    best = str(metrics["r2"].idxmax())
+    return {
+        "samples": len(result.predictions),
+        "variants_tested": len(result.eqtl.table),
+        "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
+        **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in MODELS}),
+        **scalars({f"pearson_r_{m}": metrics.loc[m, "pearson_r"] for m in MODELS}),
+        "best_model": best,
+        **scalars({k: truth[k] for k in TRUTH_COLUMNS} if truth is not None else {}),
+        "folds": dg.MetadataValue.md(summary.to_markdown(floatfmt=".4g")),
+        "pt_thresholds": ", ".join(f"{f}: {t:g}" for f, t in summary["pt_threshold"].items()),
+        "pt_index_snps": ", ".join(f"{f}: {n}" for f, n in summary["pt_index_snps"].items()),
+        "snps_per_model": ", ".join(
+            f"{m}: {'/'.join(str(n) for n in summary[c])}"
+            for m, c in zip(MODELS, ("baseline_snps", "pt_snps", "elastic_net_snps"),
+                            strict=True)),
+        "elastic_net_lambdas": ", ".join(f"{f}: {v:.4g}"
+                                         for f, v in summary["elastic_net_lambda"].items()),
+        "notes": "; ".join(result.notes) or "none",
+        "prediction_plot": prediction_plot(
+            result.predictions["observed"].to_numpy(),
+            {m: result.predictions[m].to_numpy() for m in MODELS},
+            f"{partition}: observed vs out-of-fold prediction"),
+        "threshold_plot": threshold_plot(
+            {f.fold: f.pt.inner_r2 for f in result.folds},
+            {f.fold: f.pt.threshold for f in result.folds}, f"{partition}: P+T inner CV"),
+        "seconds": round(seconds, 2),
+        "preview": preview(result.predictions),
+    }
+
+
+def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
+    """``prs_scores`` and ``prs_weights``, partitioned by gene."""
+
+    @dg.multi_asset(
+        outs={
+            "prs_scores": dg.AssetOut(group_name=GROUP, kinds={"pandas"},
+                                      description="Out-of-fold predictions per sample."),
+            "prs_weights": dg.AssetOut(group_name=GROUP, kinds={"pandas"},
+                                       description="Per-fold weights behind the predictions."),
+        },
+        partitions_def=parts.genes,
+        ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+    )
+    def prs_models(context: dg.AssetExecutionContext, study: StudyResource,
+                   gene_annotation: pd.DataFrame, genotypes: GenotypeMatrix,
+                   expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame,
+                   cis_eqtl: pd.DataFrame) -> Iterator[dg.Output[pd.DataFrame]]:
+        """Baseline PRS (every tested cis variant at its training slope), P+T PRS (clumped,
+        threshold by inner CV) and elastic net (α from the study, λ by inner CV), each
+        calibrated or fitted on training folds only and scored on the held-out fold."""
+        config = study.load()
+        gene = gene_row(gene_annotation, context.partition_key)
+        folds = cv_folds[FOLD]
+        started = time.perf_counter()
+        window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
+        result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
+                             model_settings(config), fold_tables=fold_tables(cis_eqtl))
+        seconds = time.perf_counter() - started
+        for note in result.notes:
+            context.log.warning(f"{context.partition_key}: {note}")
+        metrics = result.metrics()
+        context.log.info(f"{context.partition_key}: {len(folds)} samples × {len(window.variants)}"
+                         f" variants in {seconds:.1f} s; out-of-fold R² " + ", ".join(
+                             f"{m} {metrics.loc[m, 'r2']:.3f}" for m in MODELS))
+        truth = planted_genes(config.truth)
+        truth_row = (truth.loc[gene["gene_id"]]
+                     if truth is not None and gene["gene_id"] in truth.index else None)
+        yield dg.Output(result.predictions, output_name="prs_scores",
+                        metadata=_metadata(result, context.partition_key, truth_row, seconds))
+        weights = result.weight_table()
+        counts = (weights[weights["weight"] != 0].groupby(["model", FOLD]).size()
+                  .unstack(FOLD, fill_value=0).reindex(list(MODELS), fill_value=0))
+        yield dg.Output(weights, output_name="prs_weights", metadata={
+            "rows": len(weights),
+            "nonzero_weights": dg.MetadataValue.md(counts.to_markdown()),
+            "preview": preview(weights),
+        })
+
+    return [prs_models]
