@@ -1,0 +1,87 @@
+"""What each genotype model is: the baseline weights every tested SNP by its training slope,
+P+T keeps clumped SNPs under the threshold with the best inner r², and the elastic net is
+α = 0.5 with the λ scikit-learn's ``ElasticNetCV`` chooses on the same inner folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import ElasticNetCV
+from threadpoolctl import threadpool_limits
+
+from apoe_assets.ml.elastic_net import L1_RATIO, MAX_ITER, fit_elastic_net, preprocessing
+from apoe_assets.ml.folds import inner_folds
+from apoe_assets.ml.gene_models import FoldModels, inner_splits
+from apoe_assets.ml.metrics import pearson_r, r2_score
+from apoe_assets.stats.residualise import adjust_for_covariates
+from apoe_assets_tests.ml.demo import Demo
+
+GENE = "NECTIN2"
+FOLD = 0
+PREDICTION_TOLERANCE = 1e-3
+"""Two coordinate-descent runs stopped at the same duality-gap tolerance agree to about this
+(relative to the prediction's spread)."""
+
+
+@pytest.fixture(scope="module")
+def folds(demo: Demo) -> list[FoldModels]:
+    return demo.models(GENE).folds
+
+
+def test_baseline_weights_every_tested_snp_by_its_training_slope(folds) -> None:
+    for f in folds:
+        assert list(f.baseline.variant_ids) == f.eqtl.table["variant_id"].tolist()
+        np.testing.assert_array_equal(f.baseline.weights, f.eqtl.table["slope"].to_numpy())
+        assert f.baseline.n_variants == len(f.eqtl.rows) > 1000
+
+
+def test_pt_threshold_is_the_best_inner_cv_threshold(demo: Demo, folds) -> None:
+    grid = list(demo.settings.p_thresholds)
+    for f in folds:
+        assert list(f.pt.inner_r2) == grid
+        curve = [f.pt.inner_r2[t] for t in grid]
+        assert f.pt.threshold == grid[int(np.argmax(curve))]
+        weights = f.pt.weights
+        chosen = weights != 0
+        pvalues = f.eqtl.table["pval_nominal"].to_numpy()
+        assert (pvalues[chosen] <= f.pt.threshold).all()
+        np.testing.assert_array_equal(weights[chosen], f.eqtl.table["slope"].to_numpy()[chosen])
+        assert 0 < f.pt.n_variants <= f.pt.n_index < len(f.eqtl.rows)  # clumped
+
+
+def test_elastic_net_is_alpha_half_with_elasticnetcv_lambda(demo: Demo, folds) -> None:
+    """Same grid, same λ and (to solver tolerance) the same predictions as ``ElasticNetCV``
+    with l1_ratio 0.5 on the same standardised dosages and inner folds."""
+    f = folds[FOLD]
+    net = f.elastic_net
+    assert net.l1_ratio == L1_RATIO == 0.5
+    gene = demo.gene(GENE)
+    expression = demo.expression.loc[gene["gene_id"]]
+    target, _ = adjust_for_covariates(
+        expression.loc[f.train].to_numpy(float), demo.covariates.loc[:, f.train].to_numpy().T,
+        expression.loc[f.test].to_numpy(float), demo.covariates.loc[:, f.test].to_numpy().T)
+    dosages = demo.window(GENE).subset(f.train)[f.eqtl.rows]
+    splits = inner_splits(f.train, inner_folds(demo.folds, FOLD, demo.settings.n_inner_folds,
+                                               demo.settings.seed))
+    x = preprocessing().fit_transform(dosages.T)
+    with threadpool_limits(1):
+        reference = ElasticNetCV(l1_ratio=0.5, alphas=net.lambdas, cv=splits,
+                                 max_iter=MAX_ITER).fit(x, target)
+    assert reference.alpha_ == net.alpha
+    evaluated = ~np.isnan(net.cv_mse)
+    assert evaluated.sum() < len(net.lambdas)  # the path stopped early ...
+    np.testing.assert_allclose(net.cv_mse[evaluated], reference.mse_path_.mean(axis=1)[evaluated],
+                               rtol=1e-6)  # ... after the same curve
+    ours, theirs = net.predict(dosages), reference.predict(x)
+    assert np.abs(ours - theirs).max() <= PREDICTION_TOLERANCE * theirs.std()
+    refit = fit_elastic_net(dosages, target, splits)
+    np.testing.assert_array_equal(refit.weights, net.weights)  # deterministic
+
+
+def test_metrics() -> None:
+    observed = np.array([1.0, 2.0, 3.0, 4.0])
+    assert r2_score(observed, observed) == 1.0
+    assert r2_score(observed, np.full(4, observed.mean())) == 0.0
+    assert r2_score(observed, observed[::-1]) == pytest.approx(-3.0)
+    assert pearson_r(observed, np.full(4, 2.0)) == 0.0
+    assert pearson_r(observed, 2 * observed + 1) == pytest.approx(1.0)
