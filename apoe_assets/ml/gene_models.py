@@ -24,7 +24,7 @@ from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.elastic_net import L1_RATIO, N_LAMBDAS, ElasticNetFit, fit_elastic_net
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
 from apoe_assets.ml.metrics import pearson_r, r2_score
-from apoe_assets.ml.prs_models import PrsFit, fit_baseline, fit_pt, inner_scores
+from apoe_assets.ml.prs_models import PrsFit, dosage_block, fit_baseline, fit_pt, inner_scores
 from apoe_assets.stats.eqtl import (
     DEFAULT_WINDOW,
     CisWindow,
@@ -220,12 +220,12 @@ def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
     baseline = fit_baseline(window, train, eqtl, scores, adjusted_train)
     pt = fit_pt(window, codes, train, eqtl, scores, adjusted_train,
                 thresholds=settings.p_thresholds, **clumping)
-    net = fit_elastic_net(window.subset(train)[eqtl.rows], adjusted_train,
+    net = fit_elastic_net(dosage_block(window, eqtl.rows, train), adjusted_train,
                           inner_splits(train, inner), l1_ratio=settings.l1_ratio,
                           n_lambdas=settings.n_lambdas)
     predicted = pd.DataFrame({"baseline_prs": baseline.predict(window, test),
                               "pt_prs": pt.predict(window, test),
-                              "elastic_net": net.predict(window.subset(test)[eqtl.rows])},
+                              "elastic_net": net.predict(dosage_block(window, eqtl.rows, test))},
                              index=pd.Index(test, name="sample"))
     return FoldModels(fold, train, test, eqtl, baseline, pt, net, adjusted_test, predicted)
 

@@ -63,7 +63,7 @@ class PrsFit:
     def raw_score(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
         if not len(self.rows):
             return np.zeros(len(samples))
-        return score(window.subset(samples)[self.rows], self.weights, self.means)
+        return score(dosage_block(window, self.rows, samples), self.weights, self.means)
 
     def predict(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
         return self.calibration.apply(self.raw_score(window, samples))
@@ -76,6 +76,11 @@ class InnerScores:
     baseline: np.ndarray
     pt: np.ndarray
     """``[thresholds, training samples]``."""
+
+
+def dosage_block(window: CisWindow, rows: np.ndarray, samples: Sequence[str]) -> np.ndarray:
+    """Dosages ``[rows, samples]`` of the window, copied once (not all rows, then some)."""
+    return window.dosages[np.ix_(np.asarray(rows, dtype=np.int64), window.columns(samples))]
 
 
 def _means(dosages: np.ndarray) -> np.ndarray:
@@ -116,9 +121,9 @@ def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
         eqtl = scan(inner_train)
         if not len(eqtl.rows):
             continue
-        fit_dosages = window.subset(inner_train)[eqtl.rows]
+        fit_dosages = dosage_block(window, eqtl.rows, inner_train)
         means = _means(fit_dosages)
-        test_dosages = window.subset(inner_test)[eqtl.rows]
+        test_dosages = dosage_block(window, eqtl.rows, inner_test)
         filled = np.where(np.isnan(test_dosages), means[:, None], test_dosages)
         slopes = eqtl.table["slope"].to_numpy()
         where = [position[s] for s in inner_test]
@@ -134,7 +139,7 @@ def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
 def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
                  inner: InnerScores, target: np.ndarray) -> PrsFit:
     """Every tested cis variant weighted by its training slope, calibrated on inner scores."""
-    means = _means(window.subset(train)[eqtl.rows]) if len(eqtl.rows) else np.zeros(0)
+    means = _means(dosage_block(window, eqtl.rows, train)) if len(eqtl.rows) else np.zeros(0)
     return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(),
                   eqtl.table["slope"].to_numpy(), means,
                   Calibration.fit(inner.baseline, target))
@@ -154,7 +159,7 @@ def fit_pt(window: CisWindow, codes: np.ndarray, train: Sequence[str], eqtl: Eqt
     column = {s: i for i, s in enumerate(window.samples)}
     index = _clump_index(codes[:, [column[s] for s in train]], window, eqtl, r2=r2, kb=kb,
                          p1=p1)
-    means = _means(window.subset(train)[eqtl.rows]) if len(eqtl.rows) else np.zeros(0)
+    means = _means(dosage_block(window, eqtl.rows, train)) if len(eqtl.rows) else np.zeros(0)
     weights = threshold_weights(eqtl.table["slope"].to_numpy(),
                                 eqtl.table["pval_nominal"].to_numpy(), index,
                                 [thresholds[best]])[0]
