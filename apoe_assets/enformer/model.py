@@ -305,11 +305,8 @@ class MultiHeadAttention(hk.Module):
         relative = relative_shift(jnp.einsum("bihd,rhd->bhir", q + r_r_bias, rel_keys))
 
         weights = jax.nn.softmax((content + relative).astype(jnp.float32), axis=-1)
-        # head-major values: XLA's CPU backend runs this batched product ~2x faster than
-        # with the head axis between the others
-        out = jnp.einsum("bhij,bhjd->bhid", weights.astype(x.dtype), values.transpose(0, 2, 1, 3))
-        out = out.transpose(0, 2, 1, 3).reshape(b, n, h * v)
-        return hk.Linear(c, w_init=jnp.zeros, name="output")(out)
+        out = jnp.einsum("bhij,bjhd->bihd", weights.astype(x.dtype), values)
+        return hk.Linear(c, w_init=jnp.zeros, name="output")(out.reshape(b, n, h * v))
 
 
 class TransformerLayer(hk.Module):
