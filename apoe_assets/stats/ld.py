@@ -30,10 +30,12 @@ DEFAULT_P1 = 1.0
 DEFAULT_R2 = 0.1
 DEFAULT_KB = 250.0
 CLUMP_BATCH = 32
+"""Candidate index variants whose r² are computed together."""
 TABLE_CHUNK_WORDS = 1 << 21
 """Bound on the ``uint64`` temporaries of one batch of two-locus tables (16 MiB)."""
 BOUND_SLACK = 1e-9
-"""Candidate index variants whose r² are computed together."""
+"""Relative slack on the frequency bound of r², so rounding never skips a pair at the
+threshold."""
 
 
 def genotype_codes(dosages: np.ndarray) -> np.ndarray:
