@@ -33,8 +33,10 @@ or missing calls in the window, the others at random)."""
 COEFFICIENT_SES = 3.0
 """Standard errors within which the component's coefficient must be 1 (and beyond which
 from 0)."""
-FEATURE_TOLERANCE = 1e-6
-"""Recorded haplotype features have 8 decimals; float32 outputs near 2.5 carry ~7 digits."""
+FEATURE_TOLERANCE = 2e-6
+"""Absolute, about 8 float32 ulps at 2.5: the recorded features have 8 decimals, and batches
+of another composition may round a few ulps differently. (The features' spread across people
+is ~5e-4, so this is below 0.5% of it.)"""
 
 
 def _record(study: Path) -> dict:
