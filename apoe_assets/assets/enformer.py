@@ -115,8 +115,8 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "sequences_per_second": round(float(table["distinct"].sum()
                                                 / max(table["seconds"].sum(), 1e-9)), 2),
             "model_loads": enformer.loads,
-            "tracks": ", ".join(result.tracks["description"]),
-            "tss_bins": ", ".join(map(str, result.tss_bins)),
+            "tracks": ", ".join(first.tracks["description"]),
+            "tss_bins": ", ".join(map(str, first.tss_bins)),
             "haplotype_combination": config.enformer.haplotypes,
             "per_gene": preview(table, rows=50),
         }

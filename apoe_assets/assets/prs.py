@@ -113,7 +113,7 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                              model_settings(config), fold_tables=fold_tables(cis_eqtl))
         seconds = time.perf_counter() - started
         for note in result.notes:
-            context.log.warning(f"{context.partition_key}: {note}")
+            context.log.info(f"{context.partition_key}: {note}")
         metrics = result.metrics()
         context.log.info(f"{context.partition_key}: {len(folds)} samples × {len(window.variants)}"
                          f" variants in {seconds:.1f} s; out-of-fold R² " + ", ".join(

@@ -83,6 +83,18 @@ def sequence_hash(sequence: bytes) -> str:
     return hashlib.blake2b(sequence, digest_size=12).hexdigest()
 
 
+def _altered_near_tss(genotypes: GenotypeMatrix, near: np.ndarray, samples: np.ndarray
+                      ) -> np.ndarray:
+    """Per haplotype of ``samples`` (h1, h2, h1, …): whether a variant ``near`` the TSS may
+    change its bases there: an ALT or missing allele, or an unphased heterozygote, which puts
+    an IUPAC code into both haplotypes (``-H 1pIu``/``2pIu``), the REF one included."""
+    columns = np.stack([2 * samples, 2 * samples + 1], axis=1).reshape(-1)
+    alleles = genotypes.haplotypes[np.ix_(near, columns)]
+    heterozygous = alleles[:, 0::2] != alleles[:, 1::2]
+    unphased_het = (heterozygous & ~genotypes.phased[np.ix_(near, samples)]).any(axis=0)
+    return (alleles != 0).any(axis=0) | np.repeat(unphased_het, 2)
+
+
 def _tss_checks(haps: Haplotypes, reference: bytes, spec: SequenceSpec, near_tss: np.ndarray
                 ) -> np.ndarray:
     """Per haplotype: True if the bases around its TSS index equal the reference's around the
@@ -124,8 +136,7 @@ def write_personal_sequences(
             haps = build_haplotypes(reference, spec.window, genotypes, samples=chunk,
                                     missing=spec.missing, snps_only=spec.snps_only,
                                     tss=spec.tss, index=index)
-            columns = np.stack([2 * chunk, 2 * chunk + 1], axis=1).reshape(-1)
-            near_tss = (genotypes.haplotypes[np.ix_(near, columns)] != 0).any(axis=0)
+            near_tss = _altered_near_tss(genotypes, near, chunk)
             names = haps.names()
             for name, sequence in zip(names, haps.sequences, strict=True):
                 writer.add(name, sequence)

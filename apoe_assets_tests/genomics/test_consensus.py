@@ -30,6 +30,7 @@ from apoe_assets.genomics.consensus import (
 from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome, write_indexed_fasta
 from apoe_assets.genomics.genotypes import VARIANT_COLUMNS, GenotypeMatrix, variant_id, variant_kind
+from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
 from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets_tests.studies import reference_sequence, write_vcf
 
@@ -638,3 +639,24 @@ def test_bad_arguments_raise(genome) -> None:
     other_chrom = hand_matrix([(550, "A", "C", 0)], np.zeros((1, 2), np.int8))
     with pytest.raises(ValueError, match="chr2"):
         build_haplotypes(b"A" * 100, Interval("chr2", 500, 600), other_chrom)
+
+
+def test_tss_check_leaves_out_haplotypes_an_unphased_het_alters(tmp_path, genome,
+                                                                 sequence) -> None:
+    """An unphased heterozygote 8 bp from the TSS writes an IUPAC code into both haplotypes
+    (``-H 1pIu``/``2pIu``), the one carrying REF included: the TSS check cannot test them, so
+    they are NaN, not failures; a phased REF haplotype and hom-REF samples are checked."""
+    window, tss = Interval("chr1", 1_000, 1_200), 1_100
+    pos = tss + 8 + 1  # 1-based
+    ref = chr(sequence[pos - 1])
+    genotypes = hand_matrix([(pos, ref, other(ref), 0)], np.array([[0, 1, 0, 1, 0, 0]]),
+                            phased=np.array([[False, True, True]]))
+    spec = SequenceSpec(window, tss)
+    manifest = write_personal_sequences(tmp_path / "seqs", genome.fetch(window), genotypes,
+                                        spec).set_index("record")
+    checks = manifest["tss_matches_reference"]
+    assert checks[["s0_h1", "s0_h2", "s1_h2"]].isna().all()
+    assert (checks[["s1_h1", "s2_h1", "s2_h2"]] == 1).all()
+    folder = SequenceFolder(tmp_path / "seqs")
+    iupac = folder.model_inputs(64, ["s0_h1"])[0]
+    assert iupac[32 + 8] not in b"ACGT"  # the REF haplotype really carries the IUPAC code
