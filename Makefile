@@ -33,7 +33,7 @@ demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-## Debian's validation peers that the tests compare against (bcftools, samtools, tabix).
+## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK).
 peers:
 	@missing=$$(for t in $(PEERS); do command -v $$t >/dev/null || echo $$t; done); \
 	if [ -n "$$missing" ]; then \

@@ -28,6 +28,8 @@ from apoe_assets.genomics.genotypes import (
 RefMismatchPolicy = Literal["fail", "drop"]
 _HAPLOID_PAD = -2  # cyvcf2's code for the absent second allele of a haploid call
 _EXAMPLES = 5
+REFERENCE_BLOCK = 1 << 20
+"""Reference bases read at a time while checking REF alleles."""
 
 
 @dataclass
@@ -158,6 +160,23 @@ def _records(vcf: cyvcf2.VCF, path: Path, native: str, intervals: list[Interval]
             yield record
 
 
+class _ReferenceBlocks:
+    """The reference bases of records met in position order, read a block at a time (one
+    FASTA read per :data:`REFERENCE_BLOCK` bases instead of one per record)."""
+
+    def __init__(self, reference: ReferenceGenome, chrom: str):
+        self.reference, self.chrom = reference, chrom
+        self.start, self.bases = 0, ""
+
+    def fetch(self, start: int, end: int) -> str:
+        """Bases ``[start, end)`` (0-based), as :meth:`ReferenceGenome.fetch` gives them."""
+        if not (self.start <= start and end <= self.start + len(self.bases)):
+            self.start = start
+            self.bases = self.reference.fetch(
+                Interval(self.chrom, start, max(end, start + REFERENCE_BLOCK))).decode()
+        return self.bases[start - self.start:end - self.start]
+
+
 def read_genotypes(
     path: Path | str,
     chrom: str,
@@ -183,6 +202,7 @@ def read_genotypes(
     samples = list(vcf.samples)
     n_samples = len(samples)
     report = ReadReport()
+    bases = _ReferenceBlocks(reference, chrom)
     rows: list[tuple] = []
     haps: list[np.ndarray] = []
     phased: list[np.ndarray] = []
@@ -205,7 +225,7 @@ def read_genotypes(
         alleles[haploid, 1] = alleles[haploid, 0]
         is_phased = gt[:, -1].astype(bool)
         start, end = from_one_based(record.POS, record.POS + len(ref) - 1)
-        actual = reference.fetch(Interval(chrom, start, end)).decode()
+        actual = bases.fetch(start, end)
         if actual != ref:
             report.ref_mismatches.append(f"{where} REF {ref} but reference {actual}")
             continue

@@ -146,9 +146,12 @@ def cis_window(genotypes: GenotypeMatrix, gene: Mapping, samples: Sequence[str] 
         raise CovariateError(f"{len(absent)} sample(s) are not in the genotypes, e.g. "
                              f"{', '.join(absent[:3])}")
     columns = np.array([index[s] for s in samples], dtype=np.int64)
-    haps = genotypes.haplotypes[rows][:, np.stack([2 * columns, 2 * columns + 1], axis=1)]
-    dosages = haps.sum(axis=2, dtype=np.float64)
-    dosages[(haps == MISSING).any(axis=2)] = np.nan
+    # column gathers first (np.take on a row block is a fast strided copy), then one add
+    block = genotypes.haplotypes[rows]
+    first = np.take(block, 2 * columns, axis=1)
+    second = np.take(block, 2 * columns + 1, axis=1)
+    dosages = np.add(first, second, dtype=np.float64)
+    dosages[(first == MISSING) | (second == MISSING)] = np.nan
     variants = genotypes.variants.iloc[rows][["variant_id", "pos"]].reset_index(drop=True)
     return CisWindow(variants, dosages, samples)
 
