@@ -20,7 +20,7 @@ from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import prediction_plot, threshold_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.truth import planted_genes
-from apoe_assets.ml.folds import FOLD
+from apoe_assets.ml.folds import FOLD, fold_ids
 from apoe_assets.ml.gene_models import MODELS, GeneModels, ModelSettings, gene_models
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
@@ -38,15 +38,16 @@ def model_settings(study: Study) -> ModelSettings:
     return ModelSettings(
         n_folds=study.folds, n_inner_folds=prs.inner_folds, seed=study.seed,
         cis_window=study.cis_window, maf_threshold=study.eqtl.maf_threshold, n_permutations=0,
-        p_thresholds=tuple(prs.p_thresholds), clump_p1=prs.clump_p1, clump_r2=prs.clump_r2,
+        p_thresholds=tuple(sorted(prs.p_thresholds)), clump_p1=prs.clump_p1, clump_r2=prs.clump_r2,
         clump_kb=prs.clump_kb, l1_ratio=prs.l1_ratio)
 
 
-def fold_tables(cis_eqtl: pd.DataFrame) -> dict[int, pd.DataFrame]:
-    """The per-fold training tables of a stored ``cis_eqtl`` partition (``fold`` not <NA>)."""
-    per_fold = cis_eqtl[cis_eqtl[FOLD].notna()]
-    return {int(fold): table.drop(columns=FOLD).reset_index(drop=True)
-            for fold, table in per_fold.groupby(FOLD)}
+def fold_tables(cis_eqtl: pd.DataFrame, folds: list[int]) -> dict[int, pd.DataFrame]:
+    """The per-fold training tables of a stored ``cis_eqtl`` partition, one per fold of
+    ``folds`` (a fold that tested nothing has no rows there: an empty table)."""
+    table = cis_eqtl.drop(columns=FOLD)
+    return {fold: table[(cis_eqtl[FOLD] == fold).fillna(False).to_numpy()]
+            .reset_index(drop=True) for fold in folds}
 
 
 def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, seconds: float
@@ -110,7 +111,8 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         started = time.perf_counter()
         window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
         result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
-                             model_settings(config), fold_tables=fold_tables(cis_eqtl))
+                             model_settings(config),
+                             fold_tables=fold_tables(cis_eqtl, fold_ids(folds)))
         seconds = time.perf_counter() - started
         for note in result.notes:
             context.log.info(f"{context.partition_key}: {note}")

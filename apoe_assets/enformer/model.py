@@ -240,7 +240,8 @@ class ConvBlock(hk.Module):
 
 
 class AttentionPool(hk.Module):
-    """Softmax pooling of each ``POOL_SIZE`` neighbours with per-channel logits ``x · W``.
+    """Softmax pooling of each pair of neighbours (``POOL_SIZE`` = 2) with per-channel logits
+    ``x · W``.
 
     For a pair (``POOL_SIZE`` = 2) the softmax weight of the first is
     ``sigmoid(l₀ − l₁) = sigmoid((x₀ − x₁) · W)``, so the output ``x₁ + w₀ (x₀ − x₁)`` needs one

@@ -136,10 +136,20 @@ def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
     return InnerScores(baseline, pt)
 
 
+def _training_mean(eqtl: EqtlResult, target: np.ndarray) -> PrsFit:
+    """No variant tested: no weights, no threshold, and the training mean as prediction."""
+    return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(), np.zeros(0), np.zeros(0),
+                  Calibration.fit(np.zeros(len(target)), target), None, 0, {})
+
+
 def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
                  inner: InnerScores, target: np.ndarray) -> PrsFit:
-    """Every tested cis variant weighted by its training slope, calibrated on inner scores."""
-    means = _means(dosage_block(window, eqtl.rows, train)) if len(eqtl.rows) else np.zeros(0)
+    """Every tested cis variant weighted by its training slope, calibrated on inner scores;
+    with nothing tested, the training mean (inner scores may still exist: an inner training
+    set can pass the MAF filter where the whole training set does not)."""
+    if not len(eqtl.rows):
+        return _training_mean(eqtl, target)
+    means = _means(dosage_block(window, eqtl.rows, train))
     return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(),
                   eqtl.table["slope"].to_numpy(), means,
                   Calibration.fit(inner.baseline, target))
@@ -151,15 +161,14 @@ def fit_pt(window: CisWindow, codes: np.ndarray, train: Sequence[str], eqtl: Eqt
     """Clumped training eQTLs at the threshold with the best inner out-of-fold r² (ties: the
     strictest threshold); with nothing tested, no threshold and the training mean."""
     if not len(eqtl.rows):
-        return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(), np.zeros(0), np.zeros(0),
-                      Calibration.fit(np.zeros(len(target)), target), None, 0, {})
+        return _training_mean(eqtl, target)
     inner_r2 = {float(t): pearson_r(target, inner.pt[k]) ** 2
                 for k, t in enumerate(thresholds)}
     best = int(np.argmax([inner_r2[float(t)] for t in thresholds]))
     column = {s: i for i, s in enumerate(window.samples)}
     index = _clump_index(codes[:, [column[s] for s in train]], window, eqtl, r2=r2, kb=kb,
                          p1=p1)
-    means = _means(dosage_block(window, eqtl.rows, train)) if len(eqtl.rows) else np.zeros(0)
+    means = _means(dosage_block(window, eqtl.rows, train))
     weights = threshold_weights(eqtl.table["slope"].to_numpy(),
                                 eqtl.table["pval_nominal"].to_numpy(), index,
                                 [thresholds[best]])[0]

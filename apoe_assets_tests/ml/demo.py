@@ -19,7 +19,7 @@ import yaml
 
 from apoe_assets.genomics.annotation import read_annotation
 from apoe_assets.genomics.fasta import ReferenceGenome
-from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.genotypes import MISSING, GenotypeMatrix
 from apoe_assets.genomics.phenotypes import read_covariates, read_expression_bed
 from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.ml.folds import assign_folds
@@ -85,7 +85,9 @@ class Demo:
                 continue
             rows = [row_of[v] for v in causal["variant_id"]]
             haps = self.genotypes.haplotypes[rows][:, np.stack([2 * columns, 2 * columns + 1], 1)]
-            genetic = causal["effect"].to_numpy() @ impute_mean(haps.sum(axis=2).astype(float))
+            dosages = haps.sum(axis=2).astype(float)
+            dosages[(haps == MISSING).any(axis=2)] = np.nan  # imputed below, not −1 alleles
+            genetic = causal["effect"].to_numpy() @ impute_mean(dosages)
             y = self.expression.loc[truth["gene_id"], samples].to_numpy(float)
             rg, ry = genetic - projection @ genetic, y - projection @ y
             values[symbol] = float(rg @ rg / (ry @ ry))

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apoe_assets.ml.folds import FoldError, assign_folds
+from apoe_assets.assets.eqtl import stack_fold_tables
+from apoe_assets.assets.prs import fold_tables
+from apoe_assets.ml.folds import FoldError, assign_folds, fold_ids
 from apoe_assets.ml.gene_models import (
     MODELS,
     WEIGHT_COLUMNS,
@@ -15,7 +17,7 @@ from apoe_assets.ml.gene_models import (
     ModelSettings,
     gene_models,
 )
-from apoe_assets.stats.eqtl import CisWindow
+from apoe_assets.stats.eqtl import CisWindow, map_cis_nominal
 from apoe_assets.stats.residualise import CovariateError
 
 N_SAMPLES = 60
@@ -158,3 +160,22 @@ def test_missing_genotype_calls_are_mean_imputed() -> None:
     result = _run(dosages, expression, covariates, samples)
     assert np.isfinite(result.predictions[list(MODELS)].to_numpy()).all()
     assert result.metrics().loc["elastic_net", "r2"] > 0
+
+
+def test_stored_tables_of_a_gene_with_nothing_to_test_are_accepted() -> None:
+    """A ``cis_eqtl`` partition of a gene with no testable variant has no rows for any fold;
+    ``prs_scores`` must still find a (empty) table per fold and give the training mean."""
+    dosages, expression, covariates, samples = _inputs()
+    rare = np.zeros_like(dosages)
+    rare[:, :2] = 1.0
+    settings = ModelSettings(**{**vars(SETTINGS), "maf_threshold": RARE_MAF})
+    folds = assign_folds(samples, FOLDS, SEED)
+    window = _window(rare, samples)
+    full = map_cis_nominal(window, expression, covariates, gene_id="GENE", tss=TSS,
+                           maf_threshold=RARE_MAF, samples=samples)
+    stored = stack_fold_tables(full, {})  # what cis_eqtl writes: no fold has a row
+    tables = fold_tables(stored, fold_ids(folds))
+    assert sorted(tables) == fold_ids(folds) and all(t.empty for t in tables.values())
+    result = gene_models(window, expression, covariates, GENE, folds, settings,
+                         fold_tables=tables)
+    _assert_training_mean_only(result)
