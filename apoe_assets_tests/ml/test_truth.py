@@ -21,11 +21,14 @@ from apoe_assets_tests.ml.demo import DEMO, Demo
 
 H2_PLANTED = 0.1
 """Planted genes tested: h² at least this (weaker ones carry little information at n ≈ 490)."""
+SPARSE_MODELS = ("pt_prs", "elastic_net")
+"""Models with few weights, whose out-of-sample loss m/n_train bounds their R² from below."""
 SES = 3.0
 """Sampling-error allowance, in standard errors of R² at the study's sample size."""
 NULL_R2_CEILING = 0.01
-"""Most out-of-fold R² a null gene may show: the null r² of a prediction that uses no test
-sample is about 1/n ± √2/n (≈ 0.002 ± 0.003 at n = 490); a model whose weights had seen the test
+"""Most out-of-fold R² (1 − SS_res/SS_tot) a null gene may show: a prediction that uses no
+test sample has squared correlation about 1/n ± √2/n with the target (≈ 0.002 ± 0.003 at
+n = 490), and its R² is at most that (usually below 0); a model whose weights had seen the test
 samples would reach about (variants fitted)/n, far above."""
 
 
@@ -57,8 +60,10 @@ def test_planted_genes_reach_their_planted_share(demo: Demo) -> None:
       prediction error out of sample (σ² = 1 − ρ² of the adjusted variance), and shrunken or
       selected weights have at most m effective parameters.
 
-    Over the genes together the same band holds for the mean, with the standard error of a
-    mean of independent genes.
+    The lower bound is held by the better of the sparse models (P+T, elastic net): the
+    baseline weights every tested SNP, so its m/n_train exceeds 1 and bounds nothing. Over the
+    genes together the same band holds for the mean, with the standard error of a mean of
+    independent genes.
     """
     genes = _study_genes(demo, null=False)
     assert len(genes) >= 4
@@ -68,13 +73,13 @@ def test_planted_genes_reach_their_planted_share(demo: Demo) -> None:
     for gene in genes:
         result = demo.models(gene)
         metrics, summary = result.metrics(), result.fold_summary()
-        best = str(metrics["r2"].idxmax())
-        r2 = float(metrics.loc[best, "r2"])
         ceiling = float(demo.adjusted_ceiling[gene])
         se = r2_standard_error(ceiling, len(result.predictions))
-        m = float(summary[counts[best]].mean())
-        loss = (1 - ceiling) * m / float(summary["n_train"].mean())
-        assert r2 <= ceiling + SES * se, (gene, best, r2, ceiling)
+        assert metrics["r2"].max() <= ceiling + SES * se, (gene, metrics["r2"], ceiling)
+        losses = {m: (1 - ceiling) * float(summary[counts[m]].mean())
+                  / float(summary["n_train"].mean()) for m in SPARSE_MODELS}
+        best = max(SPARSE_MODELS, key=lambda m: metrics.loc[m, "r2"] + losses[m])
+        r2, loss = float(metrics.loc[best, "r2"]), losses[best]
         assert r2 >= ceiling - loss - SES * se, (gene, best, r2, ceiling, loss)
         shortfalls.append(ceiling - r2)
         allowances.append(loss)
