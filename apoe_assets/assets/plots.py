@@ -73,21 +73,19 @@ def track_plot(predictions: GenePredictions, title: str) -> dg.MetadataValue:
     return _embed(figure, title)
 
 
-def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray], title: str
-                    ) -> dg.MetadataValue:
+def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray],
+                    r2: dict[str, float], title: str) -> dg.MetadataValue:
     """One panel per model: observed (covariate-adjusted) expression against its out-of-fold
-    prediction, with the pooled R² and the identity line."""
+    prediction, titled with the model's pooled ``r2``, and the identity line."""
     figure, axes = plt.subplots(1, len(predicted), figsize=(3.2 * len(predicted), 3.2),
                                 sharex=True, sharey=True, squeeze=False)
     observed = np.asarray(observed, dtype=np.float64)
-    total = float(((observed - observed.mean()) ** 2).sum())
     for panel, (model, values) in zip(axes[0], predicted.items(), strict=True):
         values = np.asarray(values, dtype=np.float64)
-        r2 = 1.0 - float(((observed - values) ** 2).sum()) / total if total > 0 else np.nan
         panel.scatter(values, observed, s=6, color="#4a6fa5", linewidths=0)
         low, high = np.nanmin(observed), np.nanmax(observed)
         panel.plot([low, high], [low, high], color="grey", linewidth=0.8)
-        panel.set(xlabel="out-of-fold prediction", title=f"{model}  R² {r2:.3f}")
+        panel.set(xlabel="out-of-fold prediction", title=f"{model}  R² {r2[model]:.3f}")
     axes[0][0].set_ylabel("observed")
     figure.suptitle(title)
     return _embed(figure, title)

@@ -75,7 +75,7 @@ def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, secon
         "notes": "; ".join(result.notes) or "none",
         "prediction_plot": prediction_plot(
             result.predictions["observed"].to_numpy(),
-            {m: result.predictions[m].to_numpy() for m in MODELS},
+            {m: result.predictions[m].to_numpy() for m in MODELS}, metrics["r2"].to_dict(),
             f"{partition}: observed vs out-of-fold prediction"),
         "threshold_plot": threshold_plot(
             {f.fold: f.pt.inner_r2 for f in result.folds},

@@ -14,6 +14,7 @@ the threshold) gives a well-formed result with a note: every model predicts the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -239,7 +240,7 @@ def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int)
         if len(train) < n_inner_folds:
             raise FoldError(f"outer fold {fold} leaves {len(train)} training samples, too few "
                             f"for {n_inner_folds} inner folds")
-        smallest = len(train) - -(-len(train) // n_inner_folds)
+        smallest = len(train) - math.ceil(len(train) / n_inner_folds)  # minus the largest inner fold
         if smallest < n_covariates + 3:
             raise CovariateError(
                 f"{len(folds)} samples in {len(fold_ids(folds))} outer × {n_inner_folds} inner "
