@@ -240,7 +240,7 @@ def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int)
         if len(train) < n_inner_folds:
             raise FoldError(f"outer fold {fold} leaves {len(train)} training samples, too few "
                             f"for {n_inner_folds} inner folds")
-        smallest = len(train) - math.ceil(len(train) / n_inner_folds)  # minus the largest inner fold
+        smallest = len(train) - math.ceil(len(train) / n_inner_folds)  # less the largest fold
         if smallest < n_covariates + 3:
             raise CovariateError(
                 f"{len(folds)} samples in {len(fold_ids(folds))} outer × {n_inner_folds} inner "
