@@ -6,10 +6,14 @@ STATE := $(CURDIR)/.apoe
 export DAGSTER_HOME := $(STATE)/dagster_home
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+TEST_WORKERS ?= 2
 
 .PHONY: demo test ui lint data validate clean peers
-PEERS := bcftools samtools tabix plink1.9 plink2
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PEERS := bcftools samtools tabix plink1.9 plink2
+# `make test PEERS=optional` runs without installing them; the run then ends by listing every
+# comparison it skipped.
+PEERS ?= required
+INSTALL_PEERS := apt-get update -qq && apt-get install -y -qq $(DEBIAN_PEERS)
 
 $(VENV)/.runtime: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,17 +33,19 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m apoe_assets.materialize
 
-## Run the whole test suite.
-test: $(VENV)/.dev
-	$(BIN)/python -m pytest
+## Run the whole test suite, peers included (installed first when missing).
+test: $(if $(filter optional,$(PEERS)),,peers) $(VENV)/.dev
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK).
 peers:
-	@missing=$$(for t in $(PEERS); do command -v $$t >/dev/null || echo $$t; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing $$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(PEERS); \
-	fi
+	@missing=$$(for t in $(DEBIAN_PEERS); do command -v $$t >/dev/null || echo $$t; done); \
+	[ -z "$$missing" ] && exit 0; \
+	echo "installing Debian's" $$missing "(the tests compare the project with them)"; \
+	if [ "$$(id -u)" = 0 ]; then sh -c '$(INSTALL_PEERS)' && exit 0; \
+	elif command -v sudo >/dev/null; then sudo sh -c '$(INSTALL_PEERS)' && exit 0; fi; \
+	echo "could not install" $$missing". As root, run:  $(INSTALL_PEERS)"; \
+	echo "or run the tests without them:  make test PEERS=optional"; exit 1
 
 ## Dagster UI (webserver + daemon) and MLflow UI, both on 127.0.0.1.
 ui: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,40 @@ import pytest
 from apoe_assets.definitions import build_definitions
 from apoe_assets.materialize import materialize_all
 from apoe_assets.study import load_study
+from apoe_assets_tests.requirements import NOT_COMPARED
 from apoe_assets_tests.studies import TinyStudy, write_tiny_study
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
+class NotComparedSummary:
+    """Collects the skips that mean a peer comparison did not run, and lists them as the very
+    last lines of the run, after pytest's own summary line."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and isinstance(report.longrepr, tuple):
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+            if reason.startswith(NOT_COMPARED):
+                self.reasons[reason.removeprefix(NOT_COMPARED).strip()] += 1
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if not self.reasons or reporter is None:
+            return
+        tests = sum(self.reasons.values())
+        reporter.write_sep("!", f"NOT COMPARED HERE: {tests} peer comparisons skipped",
+                           yellow=True, bold=True)
+        for reason, count in sorted(self.reasons.items()):
+            reporter.write_line(f"not compared here ({count} test{'s' * (count > 1)}): {reason}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller of a pytest-xdist run, or a plain one
+        config.pluginmanager.register(NotComparedSummary(), "not_compared_summary")
 
 
 @pytest.fixture

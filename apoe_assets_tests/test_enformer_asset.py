@@ -18,17 +18,18 @@ import pytest
 import yaml
 
 from apoe_assets.definitions import JAX_CACHE, build_definitions
+from apoe_assets.demo.enformer_component import FEATURE_DECIMALS
+from apoe_assets.enformer.model import EnformerConfig
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.materialize import QUIET, materialize_all
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import failure_message, snapshot
+from apoe_assets_tests.float32 import recorded_tolerance
 from apoe_assets_tests.studies import demo_copy
 
 GENES = ["APOE", "APOC1"]
 """Two of the demo's Enformer genes, consecutive in the study file (one partition range)."""
-FEATURE_TOLERANCE = 2e-6
-"""Absolute: the truth has 8 decimals and float32 features near 2.5 carry ~7 digits."""
 UPSTREAM = dg.AssetSelection.assets("personal_sequences").upstream()
 PREDICTIONS = dg.AssetKey("enformer_predictions")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -109,8 +110,10 @@ def test_feature_equals_the_planted_truth(backfill: Backfill, gene: str) -> None
     assert features.index.tolist() == truth.index.tolist()
     expected = truth[["haplotype_1", "haplotype_2", "feature"]].to_numpy()
     got = features[["h1", "h2", "feature"]].to_numpy()
-    assert np.abs(got - expected).max() <= FEATURE_TOLERANCE
-    assert features["feature"].std() > 100 * FEATURE_TOLERANCE  # variation is compared too
+    # computed on another CPU (the demo's): equal up to the network's float32 tolerance
+    tolerance = recorded_tolerance(EnformerConfig.small(), expected, FEATURE_DECIMALS)
+    assert np.abs(got - expected).max() <= tolerance
+    assert features["feature"].std() > 10 * tolerance  # the variation across people is checked
 
 
 @pytest.mark.parametrize("gene", GENES)

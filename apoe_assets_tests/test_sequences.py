@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,11 +14,10 @@ from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.study import load_study
+from apoe_assets_tests.requirements import needs_tools
 from apoe_assets_tests.studies import demo_copy
 
-PEERS = ("bcftools", "samtools")
-pytestmark = pytest.mark.skipif(any(shutil.which(p) is None for p in PEERS),
-                                reason="bcftools/samtools not installed (.ci/run installs them)")
+pytestmark = needs_tools("bcftools", "samtools")
 
 
 def _materialise_gene(study_file: Path, gene: str) -> dg.ExecuteInProcessResult:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-torch = pytest.importorskip("torch")
-enformer_pytorch = pytest.importorskip("enformer_pytorch")
+from apoe_assets_tests.requirements import require_module
+
+torch = require_module("torch")
+enformer_pytorch = require_module("enformer_pytorch")
 modeling = enformer_pytorch.modeling_enformer
 
 

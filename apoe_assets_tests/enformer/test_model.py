@@ -18,6 +18,7 @@ from apoe_assets.enformer.model import (
     random_params,
     relative_shift,
 )
+from apoe_assets_tests.requirements import require_module
 
 FULL_PARAMETERS = 251_221_292  # enformer-pytorch's parameter count, BatchNorm buffers aside
 
@@ -47,7 +48,7 @@ def test_presets_keep_the_crop_fraction() -> None:
                          [(768, 1536, 6, 128), (48, 96, 6, 16), (96, 192, 6, 16),
                           (24, 48, 6, 8), (64, 128, 6, 32)])
 def test_channel_schedule_matches_peer(start: int, end: int, num: int, divisor: int) -> None:
-    modeling = pytest.importorskip("enformer_pytorch.modeling_enformer")
+    modeling = require_module("enformer_pytorch.modeling_enformer")
     assert list(exponential_channels(start, end, num, divisor)) == \
         modeling.exponential_linspace_int(start, end, num, divisor)
 

@@ -10,7 +10,7 @@ from apoe_assets.enformer.positional import (
     gamma_features,
     relative_position_features,
 )
-from apoe_assets_tests.enformer.reference import reference_file
+from apoe_assets_tests.requirements import reference_file, require_module
 
 FULL_LENGTH = 1536
 FULL_FEATURES = 192  # channels / heads at full size; 32 per basis class
@@ -23,7 +23,7 @@ def test_gamma_matches_tensorflow_table() -> None:
     terms of ~3·10⁴ keep only ~2·10⁻³ absolute precision, so the table carries that much
     rounding noise (float32 NumPy/JAX/torch re-evaluations land 1.95·10⁻³ away as well).
     """
-    table = np.load(reference_file("tf_gammas.npy"))
+    table = np.load(reference_file("enformer/tf_gammas.npy"))
     assert table.shape == (2 * FULL_LENGTH - 1, FULL_FEATURES // 6)
     ours = gamma_features(distances(FULL_LENGTH), FULL_FEATURES // 6, FULL_LENGTH)
     diff = np.abs(ours.astype(np.float32) - table)
@@ -54,8 +54,8 @@ def test_layout_and_symmetry() -> None:
 
 def test_exponential_and_mask_match_peer() -> None:
     """The non-gamma classes equal enformer-pytorch's (whose gamma differs by axis)."""
-    torch = pytest.importorskip("torch")
-    modeling = pytest.importorskip("enformer_pytorch.modeling_enformer")
+    torch = require_module("torch")
+    modeling = require_module("enformer_pytorch.modeling_enformer")
     n, f = 48, 12
     theirs = modeling.get_positional_embed(n, f, torch.device("cpu"), False).numpy()
     ours = relative_position_features(n, f)

@@ -60,8 +60,9 @@ def test_weights_of_another_configuration(weights: Path, tmp_path: Path) -> None
 def test_load_predictor(weights: Path) -> None:
     predictor = load_predictor(weights, device="cpu", batch_size=2, tracks=[9, 0, 4],
                                bins=[13, 14, 15])
-    assert predictor.config == CONFIG and predictor.batch_size == 2
-    assert predictor.devices == jax.local_devices(backend="cpu")
+    devices = jax.local_devices(backend="cpu")
+    assert predictor.devices == devices and predictor.config == CONFIG
+    assert predictor.batch_size == -(-2 // len(devices)) * len(devices)  # whole per device
     got = predictor.predict(["ACGT" * (CONFIG.sequence_length // 4)])
     assert got.shape == (1, 3, 3) and np.all(got > 0)
 

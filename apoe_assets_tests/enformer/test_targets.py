@@ -20,12 +20,12 @@ from apoe_assets.enformer.targets import (
     track_descriptions,
     write_targets,
 )
-from apoe_assets_tests.enformer.reference import reference_file
+from apoe_assets_tests.requirements import reference_file
 
 
 @pytest.fixture(scope="module")
 def human() -> pd.DataFrame:
-    return read_targets(reference_file("targets_human.txt"))
+    return read_targets(reference_file("enformer/targets_human.txt"))
 
 
 def test_reference_counts(human: pd.DataFrame) -> None:
@@ -82,7 +82,7 @@ def test_bad_table(tmp_path: Path) -> None:
 
 
 def test_resolve_tracks(human: pd.DataFrame, tmp_path: Path) -> None:
-    path = reference_file("targets_human.txt")
+    path = reference_file("enformer/targets_human.txt")
     size = EnformerConfig.full().heads["human"]
     assert resolve_tracks(["CAGE:brain", 5110], size, path).tolist() == \
         sorted({*select_tracks(human, "CAGE:brain"), 5110})

@@ -7,7 +7,6 @@ on the same window: sequences, the FASTA header and bcftools' "Applied N variant
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,12 +31,12 @@ from apoe_assets.genomics.fasta import ReferenceGenome, write_indexed_fasta
 from apoe_assets.genomics.genotypes import VARIANT_COLUMNS, GenotypeMatrix, variant_id, variant_kind
 from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
 from apoe_assets.genomics.vcf import read_genotypes
+from apoe_assets_tests.requirements import needs_tools
 from apoe_assets_tests.studies import reference_sequence, write_vcf
 
 LENGTH = 8_000
 SAMPLES = ["s0", "s1", "s2", "s3", "s4", "s5"]
-PEER = shutil.which("bcftools") is not None and shutil.which("samtools") is not None
-needs_peer = pytest.mark.skipif(not PEER, reason="bcftools and samtools are not on PATH")
+needs_peer = needs_tools("bcftools", "samtools")
 SNP_FILTER = 'TYPE="snp" || TYPE="mnp"'
 
 

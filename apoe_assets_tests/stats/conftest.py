@@ -18,9 +18,10 @@ from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.phenotypes import read_covariates, read_expression_bed
 from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.stats.eqtl import CisWindow, EqtlResult, cis_window, map_cis_nominal
+from apoe_assets_tests.requirements import require_module, require_tools
 from apoe_assets_tests.stats.generated import CONTIG, GeneratedStudy, write_generated_study
 from apoe_assets_tests.stats.peers import (
-    peers_available,
+    TENSORQTL_INPUT_TOOLS,
     run_tensorqtl_cis_nominal,
     tensorqtl_nominal_in_process,
     write_plink_bed,
@@ -80,9 +81,8 @@ class PeerOutputs:
 
 
 def _require_peers() -> None:
-    pytest.importorskip("tensorqtl")
-    if not peers_available():
-        pytest.skip("plink2 and bcftools are needed to write tensorQTL's input")
+    require_module("tensorqtl")
+    require_tools(*TENSORQTL_INPUT_TOOLS)
 
 
 @pytest.fixture(scope="session")

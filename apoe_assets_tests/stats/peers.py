@@ -13,7 +13,6 @@ samples it keeps).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,10 @@ PLINK_PRINTED_DIGITS = 6
 MAX_ALLELE_LENGTH = 10_000
 """Longest allele written into a variant ID; longer ones would make plink2 stop."""
 TENSORQTL_MODULE = "tensorqtl"
+TENSORQTL_INPUT_TOOLS = (BCFTOOLS, PLINK2)
+"""What writes tensorQTL's PLINK input (:func:`write_plink_bed`)."""
+PLINK_TOOLS = (BCFTOOLS, PLINK2, PLINK19)
+"""What the PLINK 1.9 comparisons need: its input, then plink1.9 itself."""
 LD_WINDOW_VARIANTS = 999_999
 """``--ld-window``: no limit on variants between a pair (the kb window decides)."""
 
@@ -40,16 +43,6 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> subprocess.C
         raise RuntimeError(f"{what} failed ({result.returncode}): {' '.join(command)}\n"
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result
-
-
-def peers_available() -> bool:
-    """True when plink2 and bcftools are on the PATH."""
-    return shutil.which(PLINK2) is not None and shutil.which(BCFTOOLS) is not None
-
-
-def plink19_available() -> bool:
-    """True when plink1.9 (and plink2 and bcftools, to write its input) are on the PATH."""
-    return peers_available() and shutil.which(PLINK19) is not None
 
 
 def write_keep(samples: Sequence[str], path: Path | str) -> Path:

@@ -25,10 +25,11 @@ import pytest
 from apoe_assets.stats.eqtl import EqtlResult
 from apoe_assets.stats.ld import clump, genotype_codes, pairwise_r2
 from apoe_assets.stats.prs import score, threshold_weights
+from apoe_assets_tests.requirements import require_tools
 from apoe_assets_tests.stats.conftest import DEMO, DEMO_PEER_GENES, LoadedStudy, relative_error
 from apoe_assets_tests.stats.generated import GeneratedStudy
 from apoe_assets_tests.stats.peers import (
-    plink19_available,
+    PLINK_TOOLS,
     printed_tolerance,
     read_bim,
     run_plink_clump,
@@ -66,8 +67,7 @@ class PlinkFiles:
 
 
 def _plink_files(study: LoadedStudy, vcf: Path, folder: Path) -> PlinkFiles:
-    if not plink19_available():
-        pytest.skip("plink1.9, plink2 and bcftools are needed for the PLINK peer tests")
+    require_tools(*PLINK_TOOLS)
     bfile = write_plink_bed(vcf, folder / "genotypes")
     return PlinkFiles(study, bfile, write_keep(study.samples, folder / "keep.txt"), folder)
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from apoe_assets.stats.eqtl import beta_approximation, permutation_statistics, permutation_test
+from apoe_assets_tests.requirements import require_module
 from apoe_assets_tests.stats.conftest import LoadedStudy, PeerOutputs, relative_error
 
 N_PERMUTATIONS = 1000
@@ -21,7 +22,7 @@ rounding; measured differences are ≤ 1e-5."""
 
 
 def _tensorqtl_core():
-    pytest.importorskip("tensorqtl")
+    require_module("tensorqtl")
     from tensorqtl import core
     return core
 
@@ -65,7 +66,7 @@ def test_beta_approximation_matches_on_synthetic_maxima() -> None:
 def test_permutation_test_matches_tensorqtl_cis_mode(demo: LoadedStudy,
                                                      demo_peer: PeerOutputs) -> None:
     """tensorQTL ``map_cis`` (seed → the same permutations) on a null and a planted gene."""
-    pytest.importorskip("tensorqtl")
+    require_module("tensorqtl")
     from tensorqtl import cis, core, genotypeio
 
     phenotypes, positions = core.read_phenotype_bed(str(demo_peer.expression_bed))

@@ -1,0 +1,48 @@
+"""The Enformer tests again, as another CPU would run them: XLA limited to older instruction
+sets (other kernels, other SIMD widths, so other summation orders) and three host devices
+(batches sharded three ways). Each run is a fresh process, since XLA reads its flags once.
+
+Catches a test that compares float32 results of different paths for exact equality, or with
+a tolerance only this machine meets: it passes here and fails on the next CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.other_cpus
+PROJECT = Path(__file__).resolve().parents[1]
+ENFORMER_TESTS = ["apoe_assets_tests/enformer", "apoe_assets_tests/test_enformer_asset.py",
+                  "apoe_assets_tests/demo/test_enformer.py"]
+"""Every test that runs the network (the full-size peer comparison, marked slow, excepted)."""
+RUN_SECONDS = 900
+CHECK_DEVICES = "import jax; print(jax.device_count(), jax.devices()[0].platform)"
+
+
+def _run(command: list[str], xla_flags: str) -> subprocess.CompletedProcess:
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=RUN_SECONDS)
+
+
+@pytest.mark.parametrize(("xla_flags", "devices"), [
+    ("--xla_cpu_max_isa=AVX2", 1),
+    ("--xla_cpu_max_isa=SSE4_2", 1),
+    ("--xla_force_host_platform_device_count=3", 3),
+], ids=["AVX2", "SSE4_2", "3-devices"])
+def test_enformer_tests_pass_on_other_cpus(xla_flags: str, devices: int) -> None:
+    probe = _run([sys.executable, "-c", CHECK_DEVICES], xla_flags)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.split() == [str(devices), "cpu"], probe.stdout
+    assert "Unknown CPU ISA" not in probe.stderr, probe.stderr[-2000:]  # the flag is XLA's
+    done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                 "-m", "not slow and not other_cpus", *ENFORMER_TESTS], xla_flags)
+    assert done.returncode == 0, f"under XLA_FLAGS={xla_flags}:\n{done.stdout[-6000:]}"
+    assert re.search(r"\d+ passed", done.stdout), done.stdout[-2000:]
