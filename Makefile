@@ -34,8 +34,10 @@ demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m apoe_assets.materialize
 
 ## Run the whole test suite, peers included (installed first when missing).
+# One BLAS/OpenMP thread per worker: the workers already fill the cores, and a worker's
+# idle-spinning BLAS threads would take the other's core.
 test: $(if $(filter optional,$(PEERS)),,peers) $(VENV)/.dev
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 ## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK).
 peers:

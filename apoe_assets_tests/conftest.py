@@ -45,6 +45,22 @@ class NotComparedSummary:
             reporter.write_line(f"not compared here ({count} test{'s' * (count > 1)}): {reason}")
 
 
+LONG_FIRST = ("other_cpus", "e2e", "slow")
+"""Markers of the longest tests: their files are scheduled first (in this order), so that the
+xdist workers of `make test` finish at about the same time."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return min((i for i, m in enumerate(LONG_FIRST) if item.get_closest_marker(m)),
+                   default=len(LONG_FIRST))
+
+    first = {}
+    for item in items:
+        first[item.path] = min(first.get(item.path, len(LONG_FIRST)), rank(item))
+    items.sort(key=lambda item: first[item.path])  # stable: each file keeps its order
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller of a pytest-xdist run, or a plain one
         config.pluginmanager.register(NotComparedSummary(), "not_compared_summary")

@@ -18,8 +18,9 @@ import pytest
 
 pytestmark = pytest.mark.other_cpus
 PROJECT = Path(__file__).resolve().parents[1]
-ENFORMER_TESTS = ["apoe_assets_tests/enformer", "apoe_assets_tests/test_enformer_asset.py",
-                  "apoe_assets_tests/demo/test_enformer.py"]
+ENFORMER_TESTS = [
+    "apoe_assets_tests/enformer", "apoe_assets_tests/test_enformer_asset.py",
+    "apoe_assets_tests/demo/test_enformer.py::test_pipeline_path_reproduces_the_component"]
 """Every test that runs the network (the full-size peer comparison, marked slow, excepted)."""
 RUN_SECONDS = 900
 CHECK_DEVICES = "import jax; print(jax.device_count(), jax.devices()[0].platform)"

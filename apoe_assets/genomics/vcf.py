@@ -56,12 +56,44 @@ def _index_of(path: Path) -> Path | None:
     return None
 
 
+def sort_command(path: Path) -> str:
+    """The commands that sort and index ``path`` (tabix refuses unsorted input)."""
+    sorted_path = path.with_name(f"sorted.{path.name}")
+    form, index = ("-Ob", "bcftools index") if path.suffix == ".bcf" else ("-Oz", "tabix -p vcf")
+    return f"bcftools sort {form} -o {sorted_path} {path} && {index} {sorted_path}"
+
+
+def first_unsorted_record(path: Path | str) -> str | None:
+    """``"chrom:pos after chrom:pos"`` for the first record out of order (a position below
+    the previous one on its contig, or a contig met again after another), else None."""
+    vcf = cyvcf2.VCF(str(path), lazy=True, threads=1)
+    done: set[str] = set()
+    chrom, pos = None, 0
+    try:
+        for record in vcf:
+            contig, position = record.CHROM, record.POS
+            if contig != chrom:
+                if contig in done:
+                    return f"{contig}:{position} after {chrom}:{pos}"
+                done.add(contig)
+            elif position < pos:
+                return f"{contig}:{position} after {chrom}:{pos}"
+            chrom, pos = contig, position
+    finally:
+        vcf.close()
+    return None
+
+
 def open_vcf(path: Path | str, need_index: bool = False) -> cyvcf2.VCF:
     """Open a VCF/BCF, checking that it exists, has unique samples and (if asked) an index."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "VCF not found")
     if need_index and path.suffix in {".gz", ".bgz", ".bcf"} and _index_of(path) is None:
+        if unsorted := first_unsorted_record(path):
+            raise InputError(path, f"no index (.tbi or .csi) beside the VCF, and its records "
+                             f"are not sorted by position, which an index needs; sort and "
+                             f"index it with `{sort_command(path)}`", record=unsorted)
         how = "bcftools index" if path.suffix == ".bcf" else "tabix -p vcf"
         raise InputError(path, f"no index (.tbi or .csi) beside the VCF; build it with "
                          f"`{how} {path}`")
@@ -139,7 +171,7 @@ def _records(vcf: cyvcf2.VCF, path: Path, native: str, intervals: list[Interval]
         [f"{native}:{max(iv.start, 0) + 1}-{iv.end}" for iv in intervals] if intervals else [None]
     )
     seen: set[tuple[int, str, tuple[str, ...]]] = set()
-    last = "the first record"
+    last, last_pos = "the first record", 0
     for query in queries:
         iterator = vcf(query) if query else vcf
         while True:
@@ -152,6 +184,12 @@ def _records(vcf: cyvcf2.VCF, path: Path, native: str, intervals: list[Interval]
                                  record=f"after {last}") from exc
             if query is None and canonical_chrom(record.CHROM) != canonical_chrom(native):
                 continue
+            position = record.POS
+            if position < last_pos:
+                raise InputError(path, f"records are not sorted by position; sort and index "
+                                 f"the VCF with `{sort_command(path)}`",
+                                 record=f"{record.CHROM}:{position} after {last}")
+            last_pos = position
             key = (record.POS, record.REF, tuple(record.ALT))
             if key in seen:
                 continue

@@ -26,9 +26,10 @@ def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session", params=["small", "bundled"])
-def study(request: pytest.FixtureRequest, small_study: Path) -> Path:
-    """Each study the properties are checked on: the small one and the bundled one."""
-    return small_study if request.param == "small" else BUNDLED
+def study(request: pytest.FixtureRequest) -> Path:
+    """Each study the properties are checked on: the small one and the bundled one (the small
+    one is simulated only when a test asks for it)."""
+    return request.getfixturevalue("small_study") if request.param == "small" else BUNDLED
 
 
 @pytest.fixture(scope="session")

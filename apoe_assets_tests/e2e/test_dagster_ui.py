@@ -15,8 +15,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from apoe_assets_tests.conftest import materialise
 from apoe_assets_tests.studies import TinyStudy, write_tiny_study
 
 pytestmark = pytest.mark.e2e
@@ -102,13 +104,17 @@ STATS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
 
 
 def test_daemon_runs_a_backfill_of_every_partition(server: tuple[int, TinyStudy]) -> None:
+    """The study's unpartitioned inputs are materialised into the server's instance first (so
+    the backfill takes two daemon ticks, not four); then one backfill of every chromosome and
+    every gene partition, which the daemon must run in dependency order."""
     port, tiny = server
+    inputs = dg.AssetSelection.assets("expression", "covariates").upstream()
+    with dg.DagsterInstance.from_config(str(tiny.folder.parent / "dagster_home")) as instance:
+        assert all(r.success for r in materialise(tiny.study, instance, inputs))
     ranges = {"genotypes": ("chr1", "chr2"), "gene_locus": ("GENE_A", "GENE_C")}
     by_asset = [{"assetKey": {"path": [a]},
-                 "partitions": {"range": {"start": ranges[a][0], "end": ranges[a][1]}}
-                 if a in ranges else None}
-                for a in ["reference_genome", "gene_annotation", "expression", "covariates",
-                          "genotypes", "gene_locus"]]
+                 "partitions": {"range": {"start": start, "end": end}}}
+                for a, (start, end) in ranges.items()]
     launched = _graphql(port, LAUNCH, {"params": {"partitionsByAssets": by_asset}})
     result = launched["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result

@@ -4,6 +4,7 @@ region reads and the errors a bad file gives."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from apoe_assets.genomics.errors import InputError
 from apoe_assets.genomics.fasta import ReferenceGenome, write_indexed_fasta
 from apoe_assets.genomics.genotypes import MISSING
 from apoe_assets.genomics.vcf import merge_intervals, read_genotypes, vcf_samples
+from apoe_assets_tests.requirements import require_tools
 from apoe_assets_tests.studies import Record, reference_sequence, vcf_text, write_vcf
 
 LENGTH = 2_000
@@ -394,6 +396,28 @@ def test_region_read_without_index_says_how_to_build_one(tmp_path: Path, sequenc
     assert f"tabix -p vcf {path}" in str(excinfo.value)
     matrix, _ = read_genotypes(path, "chr1", genome)  # a whole-chromosome read needs none
     assert matrix.n_variants == 1
+
+
+def test_unsorted_vcf_gets_a_command_that_works(tmp_path: Path, sequence, genome) -> None:
+    """tabix refuses unsorted input, so "build an index with tabix" would not help: the error
+    names the first record out of order and gives `bcftools sort … && tabix …`, which is run
+    here and makes the read work. A whole-chromosome read (no index needed) fails at that
+    record instead of returning variants out of order. Catches the order check removed."""
+    records = [Record(50, ["*"], ["0|1"] * 6), Record(10, ["*"], ["1|0"] * 6),
+               Record(70, ["*"], ["1|1"] * 6)]
+    path = write_vcf(tmp_path / "unsorted.vcf.gz", vcf_text(records, sequence), index=False)
+    region = [Interval("chr1", 0, 100)]
+    with pytest.raises(InputError, match=r"1:10 after 1:50: .*not sorted.*bcftools sort"
+                       ) as excinfo:
+        read_genotypes(path, "chr1", genome, intervals=region)
+    with pytest.raises(InputError, match=r"1:10 after 1:50: records are not sorted"):
+        read_genotypes(path, "chr1", genome)
+    require_tools("bcftools", "tabix")
+    command = str(excinfo.value).split("`")[1]
+    subprocess.run(command, shell=True, check=True, capture_output=True)
+    matrix, _ = read_genotypes(tmp_path / "sorted.unsorted.vcf.gz", "chr1", genome,
+                               intervals=region)
+    assert matrix.variants["pos"].tolist() == [10, 50, 70]
 
 
 def test_missing_vcf(tmp_path: Path, genome) -> None:
