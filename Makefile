@@ -37,7 +37,7 @@ demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 # One BLAS/OpenMP thread per worker: the workers already fill the cores, and a worker's
 # idle-spinning BLAS threads would take the other's core.
 test: $(if $(filter optional,$(PEERS)),,peers) $(VENV)/.dev
-	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 ## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK).
 peers:

@@ -19,8 +19,6 @@ import pytest
 
 NOT_COMPARED = "not compared here:"
 """Prefix of every skip reason that means a peer comparison did not run."""
-DEBIAN_PEERS = ("bcftools", "samtools", "tabix", "plink1.9", "plink2")
-"""Installed by `make peers` (and so by `make test`)."""
 ENABLE_DEBIAN_PEERS = "`make peers` (as root or with sudo), or `make test`, which runs it"
 ENABLE_PYTHON_PEERS = "`make test` (installs the dev extra: torch, enformer-pytorch, tensorqtl)"
 REFERENCE_ENV = "APOE_REFERENCE_DIR"

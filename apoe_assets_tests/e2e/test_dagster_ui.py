@@ -48,8 +48,10 @@ ASSET_NODES = """{ assetNodes { assetKey { path } partitionKeys dependencyKeys {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, TinyStudy]]:
-    """`dagster dev` (webserver + daemon) for a tiny two-chromosome study."""
+def server(tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[int, TinyStudy, Path]]:
+    """`dagster dev` (webserver + daemon) for a tiny two-chromosome study: its port, the study
+    and the instance's DAGSTER_HOME."""
     root = tmp_path_factory.mktemp("e2e")
     tiny = write_tiny_study(root / "study", second_chromosome=True)
     home = root / "dagster_home"
@@ -73,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Tiny
                 pass
             assert time.monotonic() < deadline, (root / "dagster.log").read_text()[-3000:]
             time.sleep(2)
-        yield port, tiny
+        yield port, tiny, home
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -83,8 +85,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Tiny
         log.close()
 
 
-def test_ui_shows_partitions_and_lineage(server: tuple[int, TinyStudy]) -> None:
-    port, _ = server
+def test_ui_shows_partitions_and_lineage(server: tuple[int, TinyStudy, Path]) -> None:
+    port, _, _ = server
     nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(port, ASSET_NODES)["assetNodes"]}
     assert nodes["genotypes"]["partitionKeys"] == ["chr1", "chr2"]
     assert nodes["gene_locus"]["partitionKeys"] == ["GENE_A", "GENE_B", "GENE_C"]
@@ -103,13 +105,14 @@ STATS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
   ... on AssetNode { partitionStats { numMaterialized numFailed } } } }"""
 
 
-def test_daemon_runs_a_backfill_of_every_partition(server: tuple[int, TinyStudy]) -> None:
+def test_daemon_runs_a_backfill_of_every_partition(server: tuple[int, TinyStudy, Path]
+                                                   ) -> None:
     """The study's unpartitioned inputs are materialised into the server's instance first (so
-    the backfill takes two daemon ticks, not four); then one backfill of every chromosome and
-    every gene partition, which the daemon must run in dependency order."""
-    port, tiny = server
+    the backfill needs fewer of the daemon's 30-s ticks); then one backfill of every chromosome
+    and every gene partition, which the daemon must run in dependency order."""
+    port, tiny, home = server
     inputs = dg.AssetSelection.assets("expression", "covariates").upstream()
-    with dg.DagsterInstance.from_config(str(tiny.folder.parent / "dagster_home")) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         assert all(r.success for r in materialise(tiny.study, instance, inputs))
     ranges = {"genotypes": ("chr1", "chr2"), "gene_locus": ("GENE_A", "GENE_C")}
     by_asset = [{"assetKey": {"path": [a]},
