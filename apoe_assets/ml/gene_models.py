@@ -95,8 +95,10 @@ class FoldModels:
     def weight_table(self) -> pd.DataFrame:
         """Non-zero weights of every model, in :data:`WEIGHT_COLUMNS`: a test sample's
         prediction is ``intercept + scale × Σ weight × dosage`` (a missing dosage counts as
-        ``mean_dosage``, the training mean). A model with no non-zero weight keeps one row with
-        no variant, so its intercept is stored too."""
+        ``mean_dosage``, the training mean), the plain sum PLINK's ``--score … sum`` computes;
+        the PRS intercepts absorb the centring (calibration intercept − slope × Σ weight ×
+        mean). A model with no non-zero weight keeps one row with no variant, so its intercept
+        is stored too."""
         positions = self.eqtl.table["pos"].to_numpy(np.int64)
         parts = []
         for model in MODELS:
@@ -104,7 +106,8 @@ class FoldModels:
                 fit, intercept, scale = self.elastic_net, self.elastic_net.intercept, 1.0
             else:
                 fit = {"baseline_prs": self.baseline, "pt_prs": self.pt}[model]
-                intercept, scale = fit.calibration.intercept, fit.calibration.slope
+                scale = fit.calibration.slope
+                intercept = fit.calibration.intercept - scale * fit.offset
             weights = np.asarray(fit.weights, dtype=np.float64)
             keep = np.flatnonzero(weights != 0)
             part = pd.DataFrame({

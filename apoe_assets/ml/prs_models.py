@@ -1,6 +1,9 @@
 """PRS models fitted on one outer fold's training samples: baseline and P+T.
 
-Both are scores of the fold's training eQTL slopes. Because raw scores have no natural scale
+Both are scores of the fold's training eQTL slopes, centred on the dosage means of the samples
+that fitted the slopes (inner-training means inside inner CV, outer-training means for the
+outer model; a missing dosage takes that mean), so every inner model's scores share the origin
+0 and pooling them adds no fold-to-fold offset. Because raw scores have no natural scale
 (the baseline sums the marginal slopes of many correlated variants), each is calibrated,
 prediction = a + b·score, with a and b fitted on *inner* out-of-fold scores of the training
 samples; P+T's p-value threshold is chosen on the same inner out-of-fold scores (largest
@@ -18,7 +21,7 @@ import pandas as pd
 from apoe_assets.ml.metrics import pearson_r
 from apoe_assets.stats.eqtl import CisWindow, EqtlResult
 from apoe_assets.stats.ld import clump
-from apoe_assets.stats.prs import score, threshold_weights
+from apoe_assets.stats.prs import centred_score, threshold_weights
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,17 @@ class PrsFit:
     def n_variants(self) -> int:
         return int(np.count_nonzero(self.weights))
 
+    @property
+    def offset(self) -> float:
+        """Σ weight × training mean: the uncentred score (PLINK's sum) less the centred one."""
+        return float(self.weights @ self.means) if len(self.weights) else 0.0
+
     def raw_score(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
+        """The centred score, before calibration."""
         if not len(self.rows):
             return np.zeros(len(samples))
-        return score(dosage_block(window, self.rows, samples), self.weights, self.means)
+        return centred_score(dosage_block(window, self.rows, samples), self.weights,
+                             self.means)
 
     def predict(self, window: CisWindow, samples: Sequence[str]) -> np.ndarray:
         return self.calibration.apply(self.raw_score(window, samples))
@@ -124,15 +134,15 @@ def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
         fit_dosages = dosage_block(window, eqtl.rows, inner_train)
         means = _means(fit_dosages)
         test_dosages = dosage_block(window, eqtl.rows, inner_test)
-        filled = np.where(np.isnan(test_dosages), means[:, None], test_dosages)
+        centred = np.where(np.isnan(test_dosages), 0.0, test_dosages - means[:, None])
         slopes = eqtl.table["slope"].to_numpy()
         where = [position[s] for s in inner_test]
-        baseline[where] = slopes @ filled
+        baseline[where] = slopes @ centred
         index = _clump_index(codes[:, [column[s] for s in inner_train]], window, eqtl,
                              r2=r2, kb=kb, p1=p1)
         weights = threshold_weights(slopes, eqtl.table["pval_nominal"].to_numpy(), index,
                                     thresholds)
-        pt[:, where] = weights @ filled
+        pt[:, where] = weights @ centred
     return InnerScores(baseline, pt)
 
 

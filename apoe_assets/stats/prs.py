@@ -1,9 +1,13 @@
-"""Polygenic scores: PLINK's ``--score … sum``, and pruning + thresholding on clumped variants.
+"""Polygenic scores: PLINK's ``--score … sum``, centred scores, and pruning + thresholding on
+clumped variants.
 
 A score is Σ dosage × weight over the variants with a weight. A missing dosage counts as the
 variant's mean dosage (PLINK: twice the allele frequency of the samples in the fileset; pass
-``means`` to use other samples' means, e.g. the training samples'). P+T keeps the index
-variants of an LD clumping whose p-value is at most a threshold, each weighted by its slope.
+``means`` to use other samples' means, e.g. the training samples'). The models use the centred
+score, Σ (dosage − mean) × weight with the training means of the model that made the weights:
+it averages 0 over those training samples whatever the weights, so scores of models fitted on
+different samples (inner folds) share one origin. P+T keeps the index variants of an LD
+clumping whose p-value is at most a threshold, each weighted by its slope.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ def score(dosages: np.ndarray, weights: np.ndarray, means: np.ndarray | None = N
     if missing.any():
         totals += (weights * means) @ missing
     return totals
+
+
+def centred_score(dosages: np.ndarray, weights: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Σ (dosage − mean) × weight per sample, a missing dosage counting as its mean (adding 0):
+    :func:`score` with the same ``means``, less the constant Σ mean × weight."""
+    offset = float(np.asarray(weights, dtype=np.float64) @ np.asarray(means, dtype=np.float64))
+    return score(dosages, weights, means) - offset
 
 
 def threshold_weights(slopes: np.ndarray, pvalues: np.ndarray, index: np.ndarray,
