@@ -125,15 +125,18 @@ def shared_demo() -> Demo:
 
 def figures(demo: Demo, symbols: list[str]) -> pd.DataFrame:
     """Per gene: planted h², its share of covariate-adjusted expression, each model's pooled
-    out-of-fold R², the best, and seconds."""
+    out-of-fold R², the best, the P+T threshold chosen in each outer fold, and seconds."""
     rows = []
     for symbol in symbols:
-        metrics = demo.models(symbol).metrics()["r2"]
+        models = demo.models(symbol)
+        metrics = models.metrics()["r2"]
+        thresholds = models.fold_summary()["pt_threshold"]
         truth = demo.truth.loc[symbol]
         rows.append({"gene": symbol, "h2_realised": truth["h2_realised"],
                      "enformer_share": truth["enformer_share"],
                      "adjusted_ceiling": demo.adjusted_ceiling[symbol],
                      **{m: metrics[m] for m in MODELS}, "best": metrics.max(),
+                     "pt_thresholds": " ".join(f"{t:g}" for t in thresholds),
                      "seconds": demo.seconds[symbol]})
     return pd.DataFrame(rows).set_index("gene")
 
