@@ -28,10 +28,14 @@ REFERENCE_DIR = Path(os.environ.get(
 ``../shared/reference`` beside the repository, where CI has them."""
 
 
+def _reason(what: str, enable: str) -> str:
+    return f"{NOT_COMPARED} {what}; enable with {enable}"
+
+
 def not_compared(what: str, enable: str) -> NoReturn:
     """Skip the current test (or module, at import) because the comparison ``what`` cannot
     run here."""
-    pytest.skip(f"{NOT_COMPARED} {what}; enable with {enable}", allow_module_level=True)
+    pytest.skip(_reason(what, enable), allow_module_level=True)
 
 
 def missing_tools(*tools: str) -> list[str]:
@@ -48,10 +52,8 @@ def require_tools(*tools: str) -> None:
 def needs_tools(*tools: str) -> pytest.MarkDecorator:
     """A mark that skips a test or module unless every one of ``tools`` is on PATH."""
     missing = missing_tools(*tools)
-    return pytest.mark.skipif(
-        bool(missing),
-        reason=f"{NOT_COMPARED} {', '.join(missing)} not installed; enable with "
-               f"{ENABLE_DEBIAN_PEERS}")
+    return pytest.mark.skipif(bool(missing), reason=_reason(
+        f"{', '.join(missing)} not installed", ENABLE_DEBIAN_PEERS))
 
 
 def require_module(name: str) -> ModuleType:

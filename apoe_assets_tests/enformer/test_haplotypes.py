@@ -94,8 +94,7 @@ def test_predict_gene(tmp_path: Path) -> None:
     assert predictor.sequences_computed == 3 and result.values.shape == (3, 28, 3)
     inputs = [centre_on_tss(s, i, CONFIG.sequence_length) for s, i in zip(sequences, tss,
                                                                          strict=True)]
-    one_at_a_time = Predictor(CONFIG, predictor.params, batch_size=1)
-    direct = one_at_a_time.predict(inputs, tracks=[9, 0, 4])
+    direct = Predictor(CONFIG, predictor.params, batch_size=1).predict(inputs, tracks=[9, 0, 4])
     assert_network_close(result.per_haplotype(), direct, CONFIG)  # other batches
     # the features are exact float64 sums of the stored predictions
     at_tss = result.per_haplotype()[:, centre].astype(np.float64).sum(axis=(1, 2))
