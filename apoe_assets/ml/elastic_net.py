@@ -4,7 +4,10 @@ Dosages are mean-imputed with the training means and standardised (as glmnet doe
 scikit-learn ``Pipeline``; λ runs down glmnet's log grid (λ_max … λ_max × 0.01, its default when
 variants outnumber samples), each inner fold's coordinate descent warm-started from the previous
 λ (scikit-learn's ``enet_path``), and the λ with the smallest mean inner mean squared error is
-chosen, as ``ElasticNetCV`` chooses it. Unlike ``ElasticNetCV``, the inner folds walk the grid in
+chosen, as ``ElasticNetCV`` chooses it. Unlike ``ElasticNetCV``, each inner fold is fitted and
+scored on its own nested targets (expression adjusted by the inner training samples' covariate
+fit, :mod:`~apoe_assets.ml.inner_cv`; the imputation means, standardisation and λ grid come from
+the outer training set, as ``ElasticNetCV`` takes them), and the inner folds walk the grid in
 lockstep and stop once the mean inner error has not improved for :data:`PATIENCE` consecutive λ:
 the small-λ end, where hundreds of correlated variants enter and coordinate descent needs
 hundreds of sweeps, costs most and, with variants outnumbering samples, only overfits (glmnet
@@ -27,6 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from apoe_assets.ml.inner_cv import InnerSplit
 from apoe_assets.stats.prs import score
 
 L1_RATIO = 0.5
@@ -42,9 +46,6 @@ TOLERANCE = 1e-4
 BLAS_THREADS = 1
 """Coordinate descent is a stream of short vector operations: BLAS threads only add
 synchronisation (measured 3× slower with 2 threads on 2 busy cores)."""
-
-Split = tuple[np.ndarray, np.ndarray]
-
 
 @dataclass(frozen=True)
 class ElasticNetFit:
@@ -104,15 +105,16 @@ def _centred(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asfortranarray(x - mean), mean
 
 
-def inner_cv_curve(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], lambdas: np.ndarray,
+def inner_cv_curve(x: np.ndarray, splits: Sequence[InnerSplit], lambdas: np.ndarray,
                    l1_ratio: float, patience: int = PATIENCE) -> np.ndarray:
-    """Mean inner mean squared error at each λ of ``lambdas`` (NaN past the early stop)."""
+    """Mean inner mean squared error at each λ of ``lambdas`` (NaN past the early stop), each
+    inner fold fitted and scored on its own nested targets."""
     folds = []
-    for train, test in splits:
-        x_train, x_mean = _centred(x[train])
-        y_mean = float(y[train].mean())
-        folds.append((x_train, y[train] - y_mean, x[test] - x_mean, y[test] - y_mean,
-                      np.zeros(x.shape[1])))
+    for split in splits:
+        x_train, x_mean = _centred(x[split.train])
+        y_mean = float(split.train_target.mean())
+        folds.append((x_train, split.train_target - y_mean, x[split.test] - x_mean,
+                      split.test_target - y_mean, np.zeros(x.shape[1])))
     curve = np.full(len(lambdas), np.nan)
     for k in range(len(lambdas)):
         errors = []
@@ -126,12 +128,12 @@ def inner_cv_curve(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], lambda
     return curve
 
 
-def fit_elastic_net(dosages: np.ndarray, target: np.ndarray, splits: Sequence[Split], *,
+def fit_elastic_net(dosages: np.ndarray, target: np.ndarray, splits: Sequence[InnerSplit], *,
                     l1_ratio: float = L1_RATIO, n_lambdas: int = N_LAMBDAS,
                     lambda_min_ratio: float = LAMBDA_MIN_RATIO, patience: int = PATIENCE
                     ) -> ElasticNetFit:
     """Fit on training ``dosages`` ``[variants, samples]`` and ``target``; λ by the inner
-    ``splits`` (index arrays into the training samples)."""
+    ``splits`` (index arrays into the training samples, with their nested targets)."""
     target = np.asarray(target, dtype=np.float64)
     mean_only = float(target.mean())
     if dosages.shape[0] == 0:
@@ -149,7 +151,7 @@ def fit_elastic_net(dosages: np.ndarray, target: np.ndarray, splits: Sequence[Sp
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught, threadpool_limits(BLAS_THREADS):
         warnings.simplefilter("always", ConvergenceWarning)
-        curve = inner_cv_curve(x, target, splits, lambdas, l1_ratio, patience)
+        curve = inner_cv_curve(x, splits, lambdas, l1_ratio, patience)
         best = int(np.nanargmin(curve))
         x_all, x_mean = _centred(x)
         coef = _descend(x_all, target - mean_only, lambdas[:best + 1], np.zeros(x.shape[1]),

@@ -1,8 +1,9 @@
 """Everything genotype-only for one gene: eQTL tables, three out-of-fold predictors, metrics.
 
 For each outer fold, only its training samples are used to adjust expression for the
-covariates, scan the cis window, clump, choose the P+T threshold and λ (inner folds) and
-calibrate the scores; the fold's test samples are then predicted. The target of every model
+covariates, scan the cis window, clump, choose the P+T threshold and λ (inner folds, each with
+its own covariate fit: :mod:`~apoe_assets.ml.inner_cv`) and calibrate the scores; the fold's
+test samples are then predicted. The target of every model
 is covariate-adjusted expression: the training fit of ``[1, covariates]`` is subtracted from
 the test samples' expression, so the test samples never inform it either.
 
@@ -24,6 +25,7 @@ import pandas as pd
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.elastic_net import L1_RATIO, N_LAMBDAS, ElasticNetFit, fit_elastic_net
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
+from apoe_assets.ml.inner_cv import held_out_targets, inner_splits
 from apoe_assets.ml.metrics import pearson_r, r2_score
 from apoe_assets.ml.prs_models import PrsFit, dosage_block, fit_baseline, fit_pt, inner_scores
 from apoe_assets.stats.eqtl import (
@@ -172,17 +174,6 @@ class GeneModels:
         return pd.concat([f.weight_table() for f in self.folds], ignore_index=True)
 
 
-def inner_splits(train: Sequence[str], inner: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The inner folds as (training, test) index arrays into ``train``."""
-    position = {s: i for i, s in enumerate(train)}
-    splits = []
-    for inner_fold in fold_ids(inner):
-        is_test = inner.to_numpy() == inner_fold
-        splits.append((np.array([position[s] for s in inner.index[~is_test]], dtype=np.int64),
-                       np.array([position[s] for s in inner.index[is_test]], dtype=np.int64)))
-    return splits
-
-
 def _check_table(fold: int, ours: pd.DataFrame, given: pd.DataFrame) -> None:
     given = given.reset_index(drop=True)
     try:
@@ -217,16 +208,17 @@ def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
     eqtl = scan(train)
     if expected_table is not None:
         _check_table(fold, eqtl.table, expected_table)
-    inner = inner_folds(folds, fold, settings.n_inner_folds, settings.seed)
+    splits = inner_splits(train, inner_folds(folds, fold, settings.n_inner_folds, settings.seed),
+                          expression, covariates)
+    held_out = held_out_targets(splits, len(train))
     clumping = {"r2": settings.clump_r2, "kb": settings.clump_kb, "p1": settings.clump_p1}
-    scores = inner_scores(window, codes, train, inner, scan,
+    scores = inner_scores(window, codes, train, splits, scan,
                           thresholds=settings.p_thresholds, **clumping)
-    baseline = fit_baseline(window, train, eqtl, scores, adjusted_train)
-    pt = fit_pt(window, codes, train, eqtl, scores, adjusted_train,
+    baseline = fit_baseline(window, train, eqtl, scores, held_out)
+    pt = fit_pt(window, codes, train, eqtl, scores, held_out,
                 thresholds=settings.p_thresholds, **clumping)
-    net = fit_elastic_net(dosage_block(window, eqtl.rows, train), adjusted_train,
-                          inner_splits(train, inner), l1_ratio=settings.l1_ratio,
-                          n_lambdas=settings.n_lambdas)
+    net = fit_elastic_net(dosage_block(window, eqtl.rows, train), adjusted_train, splits,
+                          l1_ratio=settings.l1_ratio, n_lambdas=settings.n_lambdas)
     predicted = pd.DataFrame({"baseline_prs": baseline.predict(window, test),
                               "pt_prs": pt.predict(window, test),
                               "elastic_net": net.predict(dosage_block(window, eqtl.rows, test))},

@@ -6,8 +6,10 @@ outer model; a missing dosage takes that mean), so every inner model's scores sh
 0 and pooling them adds no fold-to-fold offset. Because raw scores have no natural scale
 (the baseline sums the marginal slopes of many correlated variants), each is calibrated,
 prediction = a + b·score, with a and b fitted on *inner* out-of-fold scores of the training
-samples; P+T's p-value threshold is chosen on the same inner out-of-fold scores (largest
-squared correlation with the target). Nothing here sees the outer fold's test samples.
+samples against their nested inner targets (expression adjusted by the inner training samples'
+covariate fit, :mod:`~apoe_assets.ml.inner_cv`); P+T's p-value threshold is chosen on the same
+inner out-of-fold scores (largest squared correlation with those targets). Nothing here sees
+the outer fold's test samples.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
+from apoe_assets.ml.inner_cv import InnerSplit
 from apoe_assets.ml.metrics import pearson_r
 from apoe_assets.stats.eqtl import CisWindow, EqtlResult
 from apoe_assets.stats.ld import clump
@@ -113,21 +115,20 @@ def _clump_index(codes: np.ndarray, window: CisWindow, eqtl: EqtlResult, *, r2: 
 
 
 def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
-                 inner: pd.Series, scan: Callable[[Sequence[str]], EqtlResult], *,
+                 splits: Sequence[InnerSplit], scan: Callable[[Sequence[str]], EqtlResult], *,
                  thresholds: Sequence[float], r2: float, kb: float, p1: float) -> InnerScores:
     """Baseline and P+T raw scores of every training sample from models fitted without it.
 
     ``codes`` are the window's genotype codes for the window's samples; ``scan`` maps samples
-    to their eQTL result; ``inner`` assigns the training samples to inner folds.
+    to their eQTL result; ``splits`` are the inner folds of the training samples.
     """
-    position = {s: i for i, s in enumerate(train)}
+    train = list(train)
     column = {s: i for i, s in enumerate(window.samples)}
     baseline = np.zeros(len(train))
     pt = np.zeros((len(thresholds), len(train)))
-    for fold in sorted(set(inner.tolist())):
-        is_test = inner.to_numpy() == fold
-        inner_train = inner.index[~is_test].tolist()
-        inner_test = inner.index[is_test].tolist()
+    for split in splits:
+        inner_train = [train[i] for i in split.train]
+        inner_test = [train[i] for i in split.test]
         eqtl = scan(inner_train)
         if not len(eqtl.rows):
             continue
@@ -136,29 +137,31 @@ def inner_scores(window: CisWindow, codes: np.ndarray, train: Sequence[str],
         test_dosages = dosage_block(window, eqtl.rows, inner_test)
         centred = np.where(np.isnan(test_dosages), 0.0, test_dosages - means[:, None])
         slopes = eqtl.table["slope"].to_numpy()
-        where = [position[s] for s in inner_test]
-        baseline[where] = slopes @ centred
+        baseline[split.test] = slopes @ centred
         index = _clump_index(codes[:, [column[s] for s in inner_train]], window, eqtl,
                              r2=r2, kb=kb, p1=p1)
         weights = threshold_weights(slopes, eqtl.table["pval_nominal"].to_numpy(), index,
                                     thresholds)
-        pt[:, where] = weights @ centred
+        pt[:, split.test] = weights @ centred
     return InnerScores(baseline, pt)
 
 
-def _training_mean(eqtl: EqtlResult, target: np.ndarray) -> PrsFit:
-    """No variant tested: no weights, no threshold, and the training mean as prediction."""
+def _training_mean(eqtl: EqtlResult) -> PrsFit:
+    """No variant tested: no weights, no threshold, and the training mean of the covariate-
+    adjusted target (0: residuals of a fit with an intercept) as prediction."""
     return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(), np.zeros(0), np.zeros(0),
-                  Calibration.fit(np.zeros(len(target)), target), None, 0, {})
+                  Calibration(0.0, 0.0), None, 0, {})
 
 
 def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
                  inner: InnerScores, target: np.ndarray) -> PrsFit:
-    """Every tested cis variant weighted by its training slope, calibrated on inner scores;
+    """Every tested cis variant weighted by its training slope, calibrated on inner scores
+    against ``target``, the training samples' held-out inner targets
+    (:func:`~apoe_assets.ml.inner_cv.held_out_targets`);
     with nothing tested, the training mean (inner scores may still exist: an inner training
     set can pass the MAF filter where the whole training set does not)."""
     if not len(eqtl.rows):
-        return _training_mean(eqtl, target)
+        return _training_mean(eqtl)
     means = _means(dosage_block(window, eqtl.rows, train))
     return PrsFit(eqtl.rows, eqtl.table["variant_id"].to_numpy(),
                   eqtl.table["slope"].to_numpy(), means,
@@ -168,10 +171,11 @@ def fit_baseline(window: CisWindow, train: Sequence[str], eqtl: EqtlResult,
 def fit_pt(window: CisWindow, codes: np.ndarray, train: Sequence[str], eqtl: EqtlResult,
            inner: InnerScores, target: np.ndarray, *, thresholds: Sequence[float], r2: float,
            kb: float, p1: float) -> PrsFit:
-    """Clumped training eQTLs at the threshold with the best inner out-of-fold r² (ties: the
-    strictest threshold); with nothing tested, no threshold and the training mean."""
+    """Clumped training eQTLs at the threshold with the best inner out-of-fold r² against
+    ``target`` (held-out inner targets; ties: the strictest threshold); with nothing tested,
+    no threshold and the training mean."""
     if not len(eqtl.rows):
-        return _training_mean(eqtl, target)
+        return _training_mean(eqtl)
     inner_r2 = {float(t): pearson_r(target, inner.pt[k]) ** 2
                 for k, t in enumerate(thresholds)}
     best = int(np.argmax([inner_r2[float(t)] for t in thresholds]))
