@@ -90,3 +90,19 @@ def test_held_out_expression_never_reaches_its_fold_weights(demo: Path, tmp_path
         same = before[before["fold"] == fold].equals(after[after["fold"] == fold])
         assert same == (fold == HELD_OUT), f"fold {fold}"
     assert not before[before["fold"].isna()].equals(after[after["fold"].isna()])
+
+
+def test_fingerprints_track_what_each_scan_used(demo: Path, tmp_path: Path) -> None:
+    """Each stored scan's fingerprint changes exactly when its own inputs do: permuting the
+    held-out fold's expression leaves that fold's training fingerprint as it was and changes
+    only the ``expression`` digest of every other scan (whose samples include the permuted
+    ones). Catches a fingerprint that hashes all samples' expression (then the held-out fold
+    would look stale) or none (then nothing would)."""
+    changed = _permute_held_out_expression(demo, tmp_path)
+    _materialise(changed)
+    before, after = _tables(demo).attrs["scans"], _tables(changed).attrs["scans"]
+    assert set(before) == {"all", *map(str, range(load_study(demo).folds))}
+    for name in before:
+        differ = [k for k, v in before[name]["fingerprint"].items()
+                  if after[name]["fingerprint"][k] != v]
+        assert differ == ([] if name == str(HELD_OUT) else ["expression"]), name

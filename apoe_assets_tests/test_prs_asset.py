@@ -1,6 +1,7 @@
 """prs_scores / prs_weights on the demo study, materialised for real: the stored tables are what
 the core computes, the stored weights reproduce the stored predictions, the metadata carries
-the thresholds and R², and a stale eQTL table stops the run without touching earlier outputs."""
+the thresholds and R², the eQTL scans carry their fingerprints and data version, and a stale
+eQTL table stops the run without touching earlier outputs."""
 
 from __future__ import annotations
 
@@ -104,22 +105,22 @@ def _outputs(storage: Path) -> dict[str, str]:
 
 
 def test_stale_eqtl_table_fails_and_keeps_outputs(materialised) -> None:
-    """A per-fold eQTL table that is not the scan of the fold's training samples (here one
-    slope changed) stops prs_scores with a clear error; the stored outputs stay as they were."""
+    """The study's MAF threshold changes after ``cis_eqtl`` was stored and only the PRS assets
+    are re-run: the stored fold scans' fingerprints no longer match, so ``prs_scores`` stops
+    with an error naming the fold and what differs (settings), without rescanning, and the
+    stored outputs stay as they were. Catches reuse without the fingerprint check (the PRS
+    would quietly be weighted by scans made with the old filter)."""
     study_file = materialised[0]
     storage = Path(load_study(study_file).storage_root)
-    path = storage / "cis_eqtl" / f"{GENE}.parquet"
-    original = path.read_bytes()
-    table = pd.read_parquet(path)
-    table.loc[table.index[table["fold"] == 2][0], "slope"] *= 1.5
-    table.to_parquet(path)
     before = _outputs(storage)
+    demo_copy(study_file.parent, genes=[GENE], eqtl={"permutations": 20, "maf_threshold": 0.02})
     try:
         results = _materialise(study_file, dg.AssetSelection.assets("prs_scores",
                                                                     "prs_weights"))
     finally:
-        path.write_bytes(original)
+        demo_copy(study_file.parent, genes=[GENE], eqtl={"permutations": 20})
     assert not results[-1].success
     message = failure_message(results)
-    assert "fold 2" in message and "not the scan of this fold's training samples" in message
+    assert "fold 0: the stored training eQTL table was made from other settings" in message
+    assert "re-materialise cis_eqtl" in message
     assert _outputs(storage) == before

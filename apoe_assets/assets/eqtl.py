@@ -1,8 +1,9 @@
 """cis-eQTL per gene: one table for reporting (all samples) and one per fold (training samples
-only), the latter being the only weights a polygenic score may use."""
+only), the latter being the only weights a polygenic score may use. Each scan's fingerprint
+(:mod:`~apoe_assets.stats.provenance`) is stored with the table, so ``prs_scores`` can reuse the
+fold scans and recognise stale ones without scanning again."""
 
 import time
-from functools import partial
 
 import dagster as dg
 import numpy as np
@@ -12,10 +13,12 @@ from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import locus_plot, qq_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.truth import causal_positions
-from apoe_assets.ml.folds import FOLD, fold_ids, split
+from apoe_assets.ml.fold_scans import fingerprint_digest, scan_folds
+from apoe_assets.ml.folds import FOLD
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
-from apoe_assets.stats.eqtl import EqtlResult, cis_window, map_cis_nominal, permutation_test
+from apoe_assets.stats.eqtl import NOMINAL_VERSION, cis_window, permutation_test
+from apoe_assets.stats.provenance import SCANS_ATTR
 
 GROUP = "statistics"
 
@@ -34,15 +37,6 @@ def gene_expression(expression: pd.DataFrame, gene: pd.Series) -> pd.Series:
     return expression.loc[gene["gene_id"]]
 
 
-def stack_fold_tables(full: EqtlResult, per_fold: dict[int, EqtlResult]) -> pd.DataFrame:
-    """One long table: ``fold`` is <NA> for the all-sample scan, else the outer fold whose
-    training samples were scanned."""
-    parts = [full.table.assign(**{FOLD: pd.NA})]
-    parts += [result.table.assign(**{FOLD: fold}) for fold, result in per_fold.items()]
-    table = pd.concat(parts, ignore_index=True)
-    return table.astype({FOLD: "Int64"})
-
-
 def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     """The ``cis_eqtl`` asset, partitioned by gene."""
 
@@ -51,11 +45,12 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
         kinds={"pandas"},
+        code_version=NOMINAL_VERSION,
     )
     def cis_eqtl(context: dg.AssetExecutionContext, study: StudyResource,
                  gene_annotation: pd.DataFrame, genotypes: GenotypeMatrix,
                  expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame
-                 ) -> pd.DataFrame:
+                 ) -> dg.Output[pd.DataFrame]:
         """tensorQTL ``cis_nominal`` statistics of every cis variant (MAF filter of the study),
         once on all fold samples (``fold`` <NA>, for reports) and once per outer fold on its
         training samples (for PRS weights), with the gene-level permutation p-value (beta
@@ -66,16 +61,15 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         samples = folds.index.tolist()
         started = time.perf_counter()
         window = cis_window(genotypes, gene, samples, flank=config.cis_window)
-        scan = partial(map_cis_nominal, window, gene_expression(expression, gene), covariates,
-                       gene_id=str(gene["gene_id"]), tss=int(gene["tss"]),
-                       maf_threshold=config.eqtl.maf_threshold)
-        full = scan(samples=samples)
-        per_fold = {fold: scan(samples=split(folds, fold)[0]) for fold in fold_ids(folds)}
+        phenotype = gene_expression(expression, gene)
+        scans = scan_folds(window, phenotype, covariates, folds, gene_id=str(gene["gene_id"]),
+                           tss=int(gene["tss"]), maf_threshold=config.eqtl.maf_threshold)
+        full, per_fold = scans.full, scans.per_fold
         permutation = permutation_test(
-            window, gene_expression(expression, gene), covariates, gene_id=str(gene["gene_id"]),
+            window, phenotype, covariates, gene_id=str(gene["gene_id"]),
             n_permutations=config.eqtl.permutations, seed=config.seed,
             maf_threshold=config.eqtl.maf_threshold, samples=samples)
-        table = stack_fold_tables(full, per_fold)
+        table = scans.table()
         notes = list(dict.fromkeys([*full.notes, *permutation.notes]))
         for note in notes:
             context.log.warning(f"{context.partition_key}: {note}")
@@ -97,6 +91,7 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             }),
             "variants_tested_per_fold": ", ".join(
                 f"{fold}: {len(result.table)}" for fold, result in per_fold.items()),
+            "fingerprints": dg.MetadataValue.json(table.attrs[SCANS_ATTR]),
             "notes": "; ".join(notes) or "none",
             "locus_plot": locus_plot(full.table["pos"].to_numpy(), pvalues, title,
                                      tss=int(gene["tss"]) + 1,
@@ -105,6 +100,6 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "seconds": round(time.perf_counter() - started, 2),
             "preview": preview(full.table.sort_values("pval_nominal")),
         })
-        return table
+        return dg.Output(table, data_version=dg.DataVersion(fingerprint_digest(table)))
 
     return [cis_eqtl]

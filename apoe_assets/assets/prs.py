@@ -5,8 +5,9 @@ Two assets from one computation: ``prs_scores`` (per sample: fold, observed cova
 expression, one out-of-fold prediction per model) and ``prs_weights`` (per outer fold and
 model, the non-zero weights that scored the fold's test samples, with the intercept and scale
 that turn a score into a prediction), for SNP-effect overlap and audits. The PRS weights are
-the ``cis_eqtl`` asset's per-fold training tables: the core re-scans each fold's training
-samples and fails if the stored table is not exactly that scan.
+the ``cis_eqtl`` asset's per-fold training tables, used as stored once their fingerprints
+(samples, variants, genotypes, expression, covariates, settings, scan code version) match this
+run's inputs; a stale table is a clear error naming the fold and what differs.
 """
 
 import time
@@ -20,8 +21,15 @@ from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import prediction_plot, threshold_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.truth import planted_genes
+from apoe_assets.ml.fold_scans import stored_fold_scans
 from apoe_assets.ml.folds import FOLD, fold_ids
-from apoe_assets.ml.gene_models import MODELS, GeneModels, ModelSettings, gene_models
+from apoe_assets.ml.gene_models import (
+    MODELS,
+    MODELS_VERSION,
+    GeneModels,
+    ModelSettings,
+    gene_models,
+)
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats.eqtl import cis_window
@@ -42,19 +50,11 @@ def model_settings(study: Study) -> ModelSettings:
         clump_kb=prs.clump_kb, l1_ratio=prs.l1_ratio)
 
 
-def fold_tables(cis_eqtl: pd.DataFrame, folds: list[int]) -> dict[int, pd.DataFrame]:
-    """The per-fold training tables of a stored ``cis_eqtl`` partition, one per fold of
-    ``folds`` (a fold that tested nothing has no rows there: an empty table)."""
-    table = cis_eqtl.drop(columns=FOLD)
-    return {fold: table[(cis_eqtl[FOLD] == fold).fillna(False).to_numpy()]
-            .reset_index(drop=True) for fold in folds}
-
-
 def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, seconds: float
               ) -> dict:
     metrics = result.metrics()
     summary = result.fold_summary()
-    best = str(metrics["r2"].idxmax())
+    best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
     return {
         "samples": len(result.predictions),
         "variants_tested": len(result.eqtl.table),
@@ -97,6 +97,7 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         },
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+        code_version=MODELS_VERSION,
     )
     def prs_models(context: dg.AssetExecutionContext, study: StudyResource,
                    gene_annotation: pd.DataFrame, genotypes: GenotypeMatrix,
@@ -112,7 +113,8 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
         result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
                              model_settings(config),
-                             fold_tables=fold_tables(cis_eqtl, fold_ids(folds)))
+                             fold_tables=stored_fold_scans(cis_eqtl, fold_ids(folds),
+                                                           f"cis_eqtl {context.partition_key}"))
         seconds = time.perf_counter() - started
         for note in result.notes:
             context.log.info(f"{context.partition_key}: {note}")

@@ -10,7 +10,10 @@ the test samples' expression, so the test samples never inform it either.
 Bad input fails before any fitting, with the reason: NaN in expression or covariates, samples
 without expression, fewer samples than the folds need, inner training sets too small for the
 covariates. A gene with nothing to test (no variant in the window, none polymorphic with MAF ≥
-the threshold) gives a well-formed result with a note: every model predicts the training mean.
+the threshold) gives a well-formed result with a note: every model predicts the training mean;
+when the expression itself is constant after removing the covariates, its metrics are NaN too.
+A variant that is monomorphic in one fold's training samples is left out of that fold only
+(counted in the fold's notes).
 """
 
 from __future__ import annotations
@@ -38,16 +41,27 @@ from apoe_assets.stats.eqtl import (
     permutation_test,
 )
 from apoe_assets.stats.ld import DEFAULT_KB, DEFAULT_P1, DEFAULT_R2, genotype_codes
+from apoe_assets.stats.provenance import StaleScan, StoredScan, scan_fingerprint
 from apoe_assets.stats.prs import P_THRESHOLDS
-from apoe_assets.stats.residualise import CovariateError, adjust_for_covariates, require_finite
+from apoe_assets.stats.residualise import (
+    CovariateError,
+    Residualiser,
+    adjust_for_covariates,
+    explained_entirely,
+    require_finite,
+)
 
 MODELS = ("baseline_prs", "pt_prs", "elastic_net")
+MODELS_VERSION = "2"
+"""Code version of the genotype models' results (2: centred scores, nested inner folds);
+bump it when a change alters what :func:`gene_models` returns."""
 WEIGHT_COLUMNS = ["fold", "model", "variant_id", "pos", "weight", "mean_dosage", "intercept",
                   "scale"]
 
 
-class FoldTableMismatch(ValueError):
-    """A given per-fold eQTL table is not the scan of that fold's training samples."""
+class FoldTableMismatch(StaleScan):
+    """A stored per-fold eQTL table was made from other inputs than this fold's training
+    samples, settings or code."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +152,20 @@ class GeneModels:
     """Per sample: ``fold``, ``observed`` (covariate-adjusted expression) and one
     out-of-fold prediction column per model."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    scored: bool = True
+    """False when the expression is constant after removing the covariates: what is left is
+    rounding, so no metric means anything (they are NaN)."""
 
     def metrics(self) -> pd.DataFrame:
-        """Per model: pooled out-of-fold R² and Pearson r, and the mean per-fold R²."""
+        """Per model: pooled out-of-fold R² and Pearson r, and the mean per-fold R² (NaN for
+        a gene that is not :attr:`scored`)."""
         rows = []
         observed = self.predictions["observed"].to_numpy()
         for model in MODELS:
+            if not self.scored:
+                rows.append({"model": model, "r2": np.nan, "pearson_r": np.nan,
+                             "mean_fold_r2": np.nan, "n": len(observed)})
+                continue
             predicted = self.predictions[model].to_numpy()
             per_fold = [r2_score(g["observed"], g[model])
                         for _, g in self.predictions.groupby(FOLD)]
@@ -174,27 +196,32 @@ class GeneModels:
         return pd.concat([f.weight_table() for f in self.folds], ignore_index=True)
 
 
-def _check_table(fold: int, ours: pd.DataFrame, given: pd.DataFrame) -> None:
-    given = given.reset_index(drop=True)
-    try:
-        pd.testing.assert_frame_equal(given, ours, check_dtype=False, check_exact=True)
-    except AssertionError as exc:
-        detail = " ".join(str(exc).split())[:300]
+def stored_fold_scan(stored: StoredScan, window: CisWindow, expression: pd.Series,
+                     covariates: pd.DataFrame, train: Sequence[str], fold: int,
+                     settings: ModelSettings) -> EqtlResult:
+    """The stored training scan of ``fold`` when its fingerprint is that of these inputs;
+    else :class:`FoldTableMismatch` naming the fold and what differs (nothing is rescanned:
+    a stale table must be re-materialised, not patched)."""
+    expected = scan_fingerprint(window, expression, covariates, train, settings.maf_threshold)
+    differ = stored.differences(expected)
+    if differ:
         raise FoldTableMismatch(
-            f"fold {fold}: the given training eQTL table ({len(given)} variants) is not the "
-            f"scan of this fold's training samples ({len(ours)} variants): {detail}. "
-            "Were the eQTL tables made with other folds, samples or settings? "
-            "Re-materialise them") from None
+            f"fold {fold}: the stored training eQTL table was made from other "
+            f"{', '.join(differ)} than this run's ({len(train)} training samples, "
+            f"{len(window.variants)} window variants, MAF ≥ {settings.maf_threshold:g}, scan "
+            f"code version {expected['code']}, stored {stored.fingerprint.get('code')}); "
+            "re-materialise cis_eqtl for this gene")
+    return stored.result(window)
 
 
 def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
              covariates: pd.DataFrame, gene_id: str, tss: int, folds: pd.Series, fold: int,
-             settings: ModelSettings, expected_table: pd.DataFrame | None = None
-             ) -> FoldModels:
+             settings: ModelSettings, stored: StoredScan | None = None) -> FoldModels:
     """Every model of outer fold ``fold`` from its training samples, and its test predictions.
 
-    ``codes`` are :func:`~apoe_assets.stats.ld.genotype_codes` of the window; when given,
-    ``expected_table`` must equal the fold's training scan (else :class:`FoldTableMismatch`).
+    ``codes`` are :func:`~apoe_assets.stats.ld.genotype_codes` of the window; ``stored``, when
+    given, is the fold's stored training scan, used instead of scanning again once its
+    fingerprint matches (else :class:`FoldTableMismatch`).
     """
     train, test = split(folds, fold)
     adjusted_train, adjusted_test = adjust_for_covariates(
@@ -205,9 +232,8 @@ def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
         return map_cis_nominal(window, expression, covariates, gene_id=gene_id, tss=tss,
                                maf_threshold=settings.maf_threshold, samples=samples)
 
-    eqtl = scan(train)
-    if expected_table is not None:
-        _check_table(fold, eqtl.table, expected_table)
+    eqtl = (scan(train) if stored is None else
+            stored_fold_scan(stored, window, expression, covariates, train, fold, settings))
     splits = inner_splits(train, inner_folds(folds, fold, settings.n_inner_folds, settings.seed),
                           expression, covariates)
     held_out = held_out_targets(splits, len(train))
@@ -247,14 +273,15 @@ def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int)
 def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
                 covariates: pd.DataFrame, gene: Mapping, folds: pd.Series,
                 settings: ModelSettings = ModelSettings(),
-                fold_tables: Mapping[int, pd.DataFrame] | None = None) -> GeneModels:
+                fold_tables: Mapping[int, StoredScan] | None = None) -> GeneModels:
     """eQTL tables, permutation p-value and out-of-fold predictions of one gene.
 
     ``expression`` is a Series sample → expression; ``covariates`` covariates × samples;
     ``gene`` has ``gene_id`` and ``tss`` (0-based) and, optionally, ``cis_start``/``cis_end``;
     ``folds`` (from :func:`~apoe_assets.ml.folds.assign_folds`) names the samples used.
-    ``fold_tables`` (fold → nominal table), e.g. the stored per-fold eQTL tables, are checked
-    to be exactly the training scans that weight the PRS models (:class:`FoldTableMismatch`).
+    ``fold_tables`` (fold → :class:`~apoe_assets.stats.provenance.StoredScan`), the stored
+    per-fold training scans of ``cis_eqtl``, weight the PRS models instead of new scans once
+    their fingerprints match these inputs (else :class:`FoldTableMismatch`).
     ``settings.n_permutations`` 0 skips the gene-level permutation test.
     """
     samples = folds.index.tolist()
@@ -297,6 +324,12 @@ def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
                      if n not in eqtl.notes)
     if not len(eqtl.rows) or any(not len(f.eqtl.rows) for f in fitted):
         notes.append("nothing tested in some fold: its models predict the training mean")
+    values = expression.loc[samples].to_numpy(np.float64)
+    scored = not explained_entirely(values, Residualiser.fit(covariates, samples)
+                                    .transform(values))
+    if not scored:
+        notes.append("expression is constant after removing the covariates: no model is "
+                     "scored (metrics NaN)")
     predictions = pd.concat(frames).loc[samples]
     return GeneModels(gene_id, eqtl, permutation, fitted, predictions,
-                      tuple(dict.fromkeys(notes)))
+                      tuple(dict.fromkeys(notes)), scored)

@@ -41,7 +41,12 @@ import scipy.stats
 
 from apoe_assets.genomics.genotypes import MISSING, GenotypeMatrix
 from apoe_assets.genomics.loci import variants_in
-from apoe_assets.stats.residualise import CovariateError, Residualiser, require_finite
+from apoe_assets.stats.residualise import (
+    CovariateError,
+    Residualiser,
+    explained_entirely,
+    require_finite,
+)
 
 NOMINAL_COLUMNS = ["phenotype_id", "variant_id", "pos", "start_distance", "af", "ma_samples",
                    "ma_count", "pval_nominal", "slope", "slope_se", "tstat"]
@@ -59,6 +64,9 @@ PERMUTATION_BLOCK = 2 ** 22
 BETA_TOLERANCE = 1e-4
 """Tolerance of the effective-dof root and of the beta fit (tensorQTL's default)."""
 NEWTON_MAX_ITERATIONS = 50
+NOMINAL_VERSION = "1"
+"""Code version of :func:`map_cis_nominal`'s results: bump it when a change to the scan changes
+its table, so stored scans made by the old code are recognised as stale."""
 HARD_CALLS = (0.0, 1.0, 2.0)
 """The dosages a window may hold (besides NaN for missing): ALT counts of hard calls."""
 
@@ -332,7 +340,7 @@ def _prepare(window: CisWindow, phenotype: pd.Series, covariates: pd.DataFrame,
     if counts["collinear_with_covariates"]:
         notes.append(f"{counts['collinear_with_covariates']} variant(s) collinear with the "
                      "covariates not tested")
-    if len(rows) and not (residual_y @ residual_y) > 0:
+    if len(rows) and explained_entirely(y, residual_y):
         notes.append("expression is constant after removing the covariates: nothing tested")
         rows = rows[:0]
         counts["tested"] = 0

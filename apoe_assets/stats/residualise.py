@@ -20,6 +20,19 @@ COLLINEAR_TOLERANCE = 1e-8
 off the intercept and the covariates before it is collinear with them."""
 
 
+CONSTANT_TOLERANCE = 1e-12
+"""Expression whose residual sum of squares is at most this fraction of its centred sum of
+squares is constant after removing the covariates (what is left is rounding)."""
+
+
+def explained_entirely(values: np.ndarray, residuals: np.ndarray) -> bool:
+    """Whether ``[1, covariates]`` leave nothing of ``values`` but rounding (``residuals`` are
+    its residuals): constant expression, or a linear combination of the covariates."""
+    centred = np.asarray(values, dtype=np.float64) - np.mean(values)
+    residuals = np.asarray(residuals, dtype=np.float64)
+    return float(residuals @ residuals) <= CONSTANT_TOLERANCE * float(centred @ centred)
+
+
 class CovariateError(ValueError):
     """Covariates or phenotypes that cannot be used: NaN, too few samples, unknown samples."""
 

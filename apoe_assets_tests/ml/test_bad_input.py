@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apoe_assets.assets.eqtl import stack_fold_tables
-from apoe_assets.assets.prs import fold_tables
-from apoe_assets.ml.folds import FoldError, assign_folds, fold_ids
+from apoe_assets.ml.fold_scans import scan_folds, stored_fold_scans
+from apoe_assets.ml.folds import FoldError, assign_folds, fold_ids, split
 from apoe_assets.ml.gene_models import (
     MODELS,
     WEIGHT_COLUMNS,
@@ -17,7 +16,7 @@ from apoe_assets.ml.gene_models import (
     ModelSettings,
     gene_models,
 )
-from apoe_assets.stats.eqtl import CisWindow, map_cis_nominal
+from apoe_assets.stats.eqtl import CisWindow
 from apoe_assets.stats.residualise import CovariateError
 
 N_SAMPLES = 60
@@ -171,11 +170,52 @@ def test_stored_tables_of_a_gene_with_nothing_to_test_are_accepted() -> None:
     settings = ModelSettings(**{**vars(SETTINGS), "maf_threshold": RARE_MAF})
     folds = assign_folds(samples, FOLDS, SEED)
     window = _window(rare, samples)
-    full = map_cis_nominal(window, expression, covariates, gene_id="GENE", tss=TSS,
-                           maf_threshold=RARE_MAF, samples=samples)
-    stored = stack_fold_tables(full, {})  # what cis_eqtl writes: no fold has a row
-    tables = fold_tables(stored, fold_ids(folds))
-    assert sorted(tables) == fold_ids(folds) and all(t.empty for t in tables.values())
+    stored = scan_folds(window, expression, covariates, folds, gene_id="GENE", tss=TSS,
+                        maf_threshold=RARE_MAF).table()  # what cis_eqtl writes
+    assert stored.empty
+    tables = stored_fold_scans(stored, fold_ids(folds))
+    assert sorted(tables) == fold_ids(folds) and all(t.table.empty for t in tables.values())
     result = gene_models(window, expression, covariates, GENE, folds, settings,
                          fold_tables=tables)
     _assert_training_mean_only(result)
+
+
+@pytest.mark.parametrize("kind", ["constant", "covariate combination"])
+def test_constant_expression_is_a_skip_with_a_note(kind: str) -> None:
+    """Expression that is constant, or exactly a linear combination of the covariates, leaves
+    only rounding once the covariates are removed: every model predicts the training mean,
+    nothing is tested, and the metrics are NaN with a note — not R² of rounding noise (which
+    was 0.53 for the elastic net before the check). Catches the exact-zero test of the
+    residual (a covariate combination leaves ~1e-16, not 0)."""
+    dosages, expression, covariates, samples = _inputs()
+    if kind == "constant":
+        expression[:] = 3.0
+    else:
+        expression[:] = 1.5 + covariates.to_numpy().T @ np.arange(1.0, N_COVARIATES + 1)
+    result = _run(dosages, expression, covariates, samples)
+    assert not result.scored
+    assert result.metrics()[["r2", "pearson_r", "mean_fold_r2"]].isna().all().all()
+    assert any("expression is constant after removing the covariates" in n
+               for n in result.notes)
+    assert result.eqtl.table.empty and all(f.eqtl.table.empty for f in result.folds)
+    for f in result.folds:
+        assert np.abs(f.predicted.to_numpy()).max() < MEAN_TOLERANCE
+
+
+def test_variant_monomorphic_in_one_training_set_is_dropped_there_only() -> None:
+    """A variant whose minor allele is carried only by fold 0's test samples is monomorphic in
+    fold 0's training samples: that fold leaves it out (and counts it), every other fold and
+    the all-sample scan test it. Catches a filter taken from all samples (the fold would test
+    a constant column) or one that drops the variant everywhere."""
+    dosages, expression, covariates, samples = _inputs()
+    folds = assign_folds(samples, FOLDS, SEED)
+    carriers = split(folds, 0)[1][:3]
+    dosages[5] = [1.0 if s in carriers else 0.0 for s in samples]
+    variant = _window(dosages, samples).variants["variant_id"][5]
+    result = _run(dosages, expression, covariates, samples)
+    assert variant in set(result.eqtl.table["variant_id"])
+    for f in result.folds:
+        assert (variant in set(f.eqtl.table["variant_id"])) == (f.fold != 0), f.fold
+        assert f.eqtl.counts["monomorphic"] == (f.fold == 0), f.fold
+    assert "fold 0: 1 monomorphic variant(s) in the window not tested" in result.notes
+    assert variant not in set(result.weight_table().query("fold == 0")["variant_id"].dropna())
