@@ -1,8 +1,9 @@
 """No leakage: what scores an outer fold is fitted on its training samples only.
 
-Permuting the expression of the held-out fold leaves every weight, the P+T threshold and its
-inner r², λ, the inner-CV curve, the calibrations and the fold's predictions bit for bit the
-same; changing one training sample's expression changes them (so the test can fail)."""
+Permuting the expression of the held-out fold, or replacing its genotypes, expression and
+covariates outright, leaves every weight, mean, the P+T threshold and its inner r², λ, the
+inner-CV curve and the calibrations bit for bit the same; changing one training sample's
+expression changes them (so the test can fail)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def window(demo: Demo) -> CisWindow:
     return demo.window(GENE)
 
 
-def _fit(demo: Demo, window: CisWindow, expression: pd.Series) -> FoldModels:
+def _fit(demo: Demo, window: CisWindow, expression: pd.Series,
+         covariates: pd.DataFrame | None = None) -> FoldModels:
     gene = demo.gene(GENE)
-    return fit_fold(window, genotype_codes(window.dosages), expression, demo.covariates,
+    return fit_fold(window, genotype_codes(window.dosages), expression,
+                    demo.covariates if covariates is None else covariates,
                     gene["gene_id"], gene["tss"], demo.folds, HELD_OUT, demo.settings)
 
 
@@ -43,6 +46,8 @@ def _fitted(models: FoldModels) -> dict[str, object]:
         "baseline_means": models.baseline.means,
         "baseline_calibration": models.baseline.calibration,
         "pt_weights": models.pt.weights,
+        "pt_means": models.pt.means,
+        "pt_index_snps": models.pt.n_index,
         "pt_threshold": models.pt.threshold,
         "pt_inner_r2": models.pt.inner_r2,
         "pt_calibration": models.pt.calibration,
@@ -50,6 +55,8 @@ def _fitted(models: FoldModels) -> dict[str, object]:
         "elastic_net_intercept": net.intercept,
         "elastic_net_lambda": net.alpha,
         "elastic_net_cv_mse": net.cv_mse,
+        "elastic_net_lambdas": net.lambdas,
+        "elastic_net_means": net.means,
         "predictions": models.predicted.to_numpy(),
     }
 
@@ -82,6 +89,34 @@ def test_permuted_held_out_expression_changes_nothing_that_scores_it(
     before, after = _fitted(original), _fitted(permuted)
     changed = [k for k in before if not _same(before[k], after[k])]
     assert not changed, changed
+
+
+def test_replaced_held_out_samples_change_nothing_fitted(demo: Demo, window: CisWindow,
+                                                        original: FoldModels) -> None:
+    """The held-out fold's samples are *replaced*, not permuted: random genotype calls with
+    20% missing, expression shifted by +1000 and scaled ×100, covariates ×50 noise. Every
+    fitted quantity — eQTL table, weights and their means, calibrations, P+T threshold, index
+    SNPs and inner r², λ, its grid and inner curve, the elastic net's imputation means — is bit
+    for bit the same; only the held-out predictions move. Unlike a permutation, this changes
+    the held-out mean, variance and genotype frequencies, the routes by which imputation
+    means, MAF filters, LD, standardisation and covariate fits would leak. Seen failing when
+    P+T's clumping took its LD from every window sample instead of the training samples."""
+    rng = np.random.default_rng(SEED)
+    test = split(demo.folds, HELD_OUT)[1]
+    columns = window.columns(test)
+    dosages = window.dosages.copy()
+    calls = rng.integers(0, 3, (len(dosages), len(columns))).astype(np.float64)
+    calls[rng.random(calls.shape) < 0.2] = np.nan
+    dosages[:, columns] = calls
+    replaced_window = CisWindow(window.variants, dosages, window.samples)
+    expression = demo.expression.loc[demo.gene(GENE)["gene_id"]].copy()
+    expression[test] = (expression[test] + 1000.0) * 100.0
+    covariates = demo.covariates.copy()
+    covariates[test] = covariates[test] * 50.0 * rng.standard_normal(covariates[test].shape)
+    replaced = _fit(demo, replaced_window, expression, covariates)
+    before, after = _fitted(original), _fitted(replaced)
+    changed = [k for k in before if not _same(before[k], after[k])]
+    assert changed == ["predictions"], changed
 
 
 def test_changing_one_training_sample_changes_the_models(demo: Demo, window: CisWindow,
