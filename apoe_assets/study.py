@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apoe_assets.genomics.annotation import read_annotation, select_genes
 from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import parse_region
+from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule
 
 STUDY_ENV = "APOE_STUDY"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
@@ -41,6 +42,14 @@ class SequenceSettings(BaseModel):
     flank: Annotated[int, Field(ge=0)] | None = Field(
         None, description="bases kept beyond each side of the model window so that indels can "
         "be re-centred on the TSS with real sequence; default L/8")
+    haploid: HaploidRule = Field(
+        HAPLOID_RULE, description="a haploid call (`1` rather than `1|1`, as on chrX and chrY "
+        "of males); applied when genotypes are read, so it sets the dosages (hap1 + hap2) of "
+        "cis-eQTL and PRS as well as the sequences. `bcftools`: what `bcftools consensus "
+        "-H 1pIu`/`2pIu` build: the allele on haplotype 1 and REF on haplotype 2 (dosage 1) in "
+        "a record that also holds diploid calls, the allele on both (dosage 2) in a record "
+        "whose calls are all haploid. `both`: the allele on both haplotypes everywhere "
+        "(dosage 2). A lone `.` is missing on both either way")
 
 
 Probability = Annotated[float, Field(gt=0, le=1)]

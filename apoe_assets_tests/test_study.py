@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
 from apoe_assets.genomics.errors import InputError
+from apoe_assets.resources.formats import read_genotypes as read_stored_genotypes
 from apoe_assets.study import STUDY_ENV, StudyError, load_study
-from apoe_assets_tests.studies import write_tiny_study
+from apoe_assets_tests.conftest import materialise
+from apoe_assets_tests.studies import Record, default_records, reference_sequence, write_tiny_study
 
 
 @pytest.fixture
@@ -203,6 +206,47 @@ def test_a_study_needs_genes_or_regions(tiny) -> None:
     edit(tiny.study, drop=("genes", "regions"))
     with pytest.raises(StudyError, match="'genes' or 'regions'"):
         load_study(tiny.study)
+
+
+def test_a_bad_haploid_rule_names_the_field_and_the_choices(tiny) -> None:
+    """``sequences.haploid`` defaults to ``bcftools``; any value but ``bcftools``/``both`` is
+    refused with the field, the choices and the value. Catches the setting typed as a free
+    string (a typo would then read haploid calls some third way) and the default changed."""
+    assert load_study(tiny.study).sequences.haploid == "bcftools"
+    edit(tiny.study, sequences={"haploid": "copy"})
+    with pytest.raises(StudyError, match=r"field 'sequences\.haploid': Input should be "
+                       r"'bcftools' or 'both' \(got 'copy'\)"):
+        load_study(tiny.study)
+
+
+def test_the_haploid_rule_reaches_the_genotypes_asset(tmp_path: Path,
+                                                      instance: dg.DagsterInstance) -> None:
+    """``sequences.haploid: both`` in the study file is the rule the ``genotypes`` asset reads
+    with, and its metadata counts the haploid calls (3 in a mixed-ploidy record, 5 in an
+    all-haploid one; a lone ``.`` not counted) and names the rule. Catches the setting not
+    passed to the reader (the mixed record's haplotype 2 would be REF, the default) and the
+    count missing from the metadata."""
+    rule = "both"
+    reference = reference_sequence()
+    records = sorted([*default_records(reference),
+                      Record(5_300, ["*"], ["1", "0|1", "0", "1", "1|1", "."]),
+                      Record(13_600, ["*"], ["1", "0", "1", "0", ".", "1"])],
+                     key=lambda record: record.pos)
+    tiny = write_tiny_study(tmp_path / "study", records, sequences={"haploid": rule})
+    results = materialise(tiny.study, instance,
+                          dg.AssetSelection.assets("genotypes").upstream())
+    assert all(r.success for r in results)
+    metadata = {k: getattr(v, "value", v) for r in results
+                for e in r.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey("genotypes")
+                for k, v in e.materialization.metadata.items()}
+    assert metadata["haploid_calls"] == 8
+    assert metadata["haploid_rule"] == rule
+    stored = read_stored_genotypes(tiny.storage / "genotypes" / "chr1.genotypes")
+    rows = stored.variants.set_index("pos").index
+    mixed, haploid = rows.get_loc(5_300), rows.get_loc(13_600)
+    assert stored.haplotypes[mixed, :2].tolist() == [1, 1]  # [1, 0] under the default
+    assert stored.haplotypes[haploid, :2].tolist() == [1, 1]
 
 
 def test_the_study_is_frozen(tiny) -> None:

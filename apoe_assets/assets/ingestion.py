@@ -78,7 +78,8 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     def genotypes(context: dg.AssetExecutionContext, study: StudyResource,
                   gene_annotation: pd.DataFrame) -> GenotypeMatrix:
         """Phased genotypes of one chromosome over the study's gene regions: a variant table
-        (multi-allelic sites split) and an int8 haplotype matrix."""
+        (multi-allelic sites split) and an int8 haplotype matrix, haploid calls filled as
+        ``sequences.haploid`` says (and counted)."""
         config = study.load()
         chrom = context.partition_key
         path = config.genotype_file(chrom)
@@ -87,7 +88,8 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         reference = ReferenceGenome(config.reference_fasta)
         try:
             matrix, report = read_genotypes(path, chrom, reference, regions, config.ref_mismatch,
-                                            samples=config.samples or None)
+                                            samples=config.samples or None,
+                                            haploid=config.sequences.haploid)
         finally:
             reference.close()
         seconds = time.perf_counter() - started
@@ -100,6 +102,7 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             **matrix.summary(),
             **report.as_metadata(),
             "ref_mismatch_policy": config.ref_mismatch,
+            "haploid_rule": config.sequences.haploid,
             "preview": preview(matrix.variants),
         })
         return matrix

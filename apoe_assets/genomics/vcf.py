@@ -26,6 +26,22 @@ from apoe_assets.genomics.genotypes import (
 )
 
 RefMismatchPolicy = Literal["fail", "drop"]
+HaploidRule = Literal["bcftools", "both"]
+HAPLOID_RULE: HaploidRule = "bcftools"
+"""How a haploid call (``1`` rather than ``1|1``, as VCFs write chrX and chrY of males) fills
+the two haplotypes; the dosage is hap1 + hap2.
+
+``bcftools``: what ``bcftools consensus -H 1pIu``/``2pIu`` write, which depends on the record.
+Where the record also holds diploid calls (chrX of males and females), the allele goes on
+haplotype 1 and haplotype 2 is REF: dosage 1. Where every call of the record, over all the
+VCF's samples, is haploid (chrY; chrX of a VCF of males only), the allele goes on both (bcftools
+finds no phase bit and takes the call as an unphased homozygote): dosage 2.
+``both``: the allele on both haplotypes everywhere (the one chromosome copied): dosage 2.
+
+Either way a haploid call counts as phased, and a haploid missing call (``.``) is missing on
+both haplotypes. Under ``-M N`` bcftools writes N at a haploid call of a mixed record on
+haplotype 2 (it reads the absent allele as missing); ``bcftools`` here keeps REF there, so that
+the dosage stays defined."""
 _HAPLOID_PAD = -2  # cyvcf2's code for the absent second allele of a haploid call
 _EXAMPLES = 5
 REFERENCE_BLOCK = 1 << 20
@@ -38,12 +54,15 @@ class ReadReport:
 
     records: int = 0
     split_records: int = 0
+    haploid_calls: int = 0
+    """Called haploid genotypes (one per VCF record and sample; a lone ``.`` not counted)."""
     ref_mismatches: list[str] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, int | str]:
         return {
             "vcf_records": self.records,
             "multiallelic_records_split": self.split_records,
+            "haploid_calls": self.haploid_calls,
             "ref_mismatches": len(self.ref_mismatches),
             "ref_mismatch_examples": ", ".join(self.ref_mismatches[:_EXAMPLES]) or "none",
         }
@@ -222,22 +241,29 @@ def read_genotypes(
     intervals: list[Interval] | None = None,
     ref_mismatch: RefMismatchPolicy = "fail",
     samples: Sequence[str] | None = None,
+    haploid: HaploidRule = HAPLOID_RULE,
 ) -> tuple[GenotypeMatrix, ReadReport]:
     """Read chromosome ``chrom`` (any naming style) of a VCF/BCF as split biallelic records.
 
     Only records overlapping ``intervals`` are read when given (this needs an index). Each REF
     is compared with ``reference``: ``fail`` raises naming the first mismatches, ``drop`` drops
     them and reports the count. ``samples`` keeps only those samples (in VCF order); one
-    the VCF lacks is an error.
+    the VCF lacks is an error. ``haploid`` says how a haploid call fills the two haplotypes
+    (:data:`HAPLOID_RULE`); the report counts the haploid calls read.
     """
+    if haploid not in ("bcftools", "both"):
+        raise ValueError(f"haploid must be 'bcftools' or 'both', not {haploid!r}")
     path = Path(path)
     chrom = canonical_chrom(chrom)
     vcf = open_vcf(path, need_index=intervals is not None)
     natives = native_names(vcf.seqnames) if vcf.seqnames else {}
     native = natives.get(chrom, chrom[3:] if chrom.startswith("chr") else chrom)
-    if samples:
-        vcf.set_samples(select_samples(list(vcf.samples), samples, path))
-    samples = list(vcf.samples)
+    in_file = list(vcf.samples)
+    samples = select_samples(in_file, samples, path) if samples else in_file
+    # every sample is decoded and the kept ones picked here, not by htslib's sample subsetting:
+    # bcftools reads a haploid call by the ploidy of the whole record (HAPLOID_RULE)
+    columns = (None if len(samples) == len(in_file)
+               else np.flatnonzero(np.isin(in_file, samples)))
     n_samples = len(samples)
     report = ReadReport()
     bases = _ReferenceBlocks(reference, chrom)
@@ -253,15 +279,11 @@ def read_genotypes(
         if genotype is None:
             raise InputError(path, "no GT field", record=where)
         gt = genotype.array()
-        if gt.shape[0] != n_samples:
-            raise InputError(path, f"{gt.shape[0]} genotypes for {n_samples} samples",
+        if gt.shape[0] != len(in_file):
+            raise InputError(path, f"{gt.shape[0]} genotypes for {len(in_file)} samples",
                              record=where)
-        alleles = gt[:, :-1].astype(np.int16)  # the last column is the phased flag
-        if alleles.shape[1] == 1:
-            alleles = np.repeat(alleles, 2, axis=1)
-        haploid = alleles[:, 1] == _HAPLOID_PAD
-        alleles[haploid, 1] = alleles[haploid, 0]
-        is_phased = gt[:, -1].astype(bool)
+        alleles, is_phased, haploid_calls = _diploid(gt, haploid, columns)
+        report.haploid_calls += haploid_calls
         start, end = from_one_based(record.POS, record.POS + len(ref) - 1)
         actual = bases.fetch(start, end)
         if actual != ref:
@@ -286,6 +308,26 @@ def read_genotypes(
                          f"match the reference {reference.path.name} (first: {shown}); set "
                          "ref_mismatch: drop in the study file to drop them")
     return _matrix(samples, rows, haps, phased, n_samples), report
+
+
+def _diploid(gt: np.ndarray, rule: HaploidRule, columns: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Two allele columns and the phased flags of the ``columns`` samples (default all) of a
+    record's ``genotype.array()`` (alleles, then the phased flag), haploid calls filled by
+    ``rule`` (:data:`HAPLOID_RULE`); and how many haploid calls were called."""
+    all_haploid = gt.shape[1] == 2  # one allele column: no sample of the record is diploid
+    if columns is not None:
+        gt = gt[columns]
+    alleles = gt[:, :-1].astype(np.int16)
+    is_phased = gt[:, -1].astype(bool)
+    if all_haploid:
+        alleles = np.column_stack([alleles[:, 0], np.full(len(alleles), _HAPLOID_PAD)])
+    haploid = alleles[:, 1] == _HAPLOID_PAD
+    called = haploid & (alleles[:, 0] >= 0)
+    alleles[haploid & ~called, 1] = MISSING
+    alleles[called, 1] = alleles[called, 0] if rule == "both" or all_haploid else 0
+    is_phased[haploid] = True  # one allele: nothing to phase (cyvcf2 says unphased when all are)
+    return alleles, is_phased, int(called.sum())
 
 
 def _matrix(samples: list[str], rows: list[tuple], haps: list[np.ndarray],

@@ -30,7 +30,7 @@ from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome, write_indexed_fasta
 from apoe_assets.genomics.genotypes import VARIANT_COLUMNS, GenotypeMatrix, variant_id, variant_kind
 from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
-from apoe_assets.genomics.vcf import read_genotypes
+from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule, read_genotypes
 from apoe_assets_tests.requirements import needs_tools
 from apoe_assets_tests.studies import reference_sequence, write_vcf
 
@@ -114,20 +114,23 @@ def bcftools_consensus(fasta: Path, vcf: Path, region: str, sample: str, haploty
 
 
 def build(folder: Path, genome: ReferenceGenome, sites: list[Site], sequence: bytes,
-          window: Interval, samples: list[str], **options) -> Haplotypes:
+          window: Interval, samples: list[str], haploid: HaploidRule = HAPLOID_RULE,
+          **options) -> Haplotypes:
     vcf = write_vcf(folder / "calls.vcf.gz", vcf_text(sites, sequence, samples))
-    matrix, _ = read_genotypes(vcf, "chr1", genome, intervals=[window])
+    matrix, _ = read_genotypes(vcf, "chr1", genome, intervals=[window], haploid=haploid)
     return build_haplotypes(genome.fetch(window), window, matrix, **options)
 
 
 def assert_matches_bcftools(folder: Path, fasta: Path, genome: ReferenceGenome, sequence: bytes,
                             sites: list[Site], window: Interval, samples: list[str] = SAMPLES,
                             peer_sites: list[Site] | None = None,
-                            peer_options: tuple[str, ...] = (), **options) -> Haplotypes:
-    """Build with our code from ``sites`` and with bcftools from ``peer_sites`` (default the
-    same) and require identical sequences, headers and applied counts for every haplotype."""
+                            peer_options: tuple[str, ...] = (),
+                            haploid: HaploidRule = HAPLOID_RULE, **options) -> Haplotypes:
+    """Build with our code from ``sites`` (haploid calls read by ``haploid``) and with
+    bcftools from ``peer_sites`` (default the same) and require identical sequences, headers
+    and applied counts for every haplotype."""
     folder.mkdir(parents=True, exist_ok=True)
-    ours = build(folder, genome, sites, sequence, window, samples, **options)
+    ours = build(folder, genome, sites, sequence, window, samples, haploid, **options)
     peer_vcf = write_vcf(folder / "peer.vcf.gz",
                          vcf_text(peer_sites if peer_sites is not None else sites, sequence,
                                   samples))
@@ -306,6 +309,99 @@ def test_multiallelic_sites_are_split_and_rejoined(tmp_path, fasta, genome, sequ
     ours = assert_matches_bcftools(tmp_path, fasta, genome, sequence, sites, WINDOW)
     assert ours.sequence("s0", 1)[10:11].decode() == sites[0].alts[0]
     assert ours.sequence("s0", 2)[10:11].decode() == sites[0].alts[1]
+
+
+# --- haploid calls (chrX and chrY of males) --------------------------------------------------
+
+
+def haploid_sites(sequence: bytes) -> list[Site]:
+    """s0 haploid everywhere (a male's chrX), s1 haploid REF or ALT, s3 with lone ``.``; the
+    rest diploid, phased and unphased: SNVs, an insertion, a deletion, an MNV and a
+    multi-allelic record, all-haploid and mixed-ploidy records."""
+    p = WINDOW.start + 1
+    sites = concrete([
+        Site(p + 10, ["X"], ["1", "0", "0|1", ".", "1|1", "0/1"]),
+        Site(p + 20, ["X"], ["1", "0", "1", "0", "1", "."]),  # every call haploid
+        Site(p + 30, ["X+GA"], ["1", "1", "0|1", "1", "0|0", "1/0"]),
+        Site(p + 40, ["X"], ["1", "0", "1|0", ".", "1|1", "0"], ref_length=3),
+        Site(p + 50, ["X", "X"], ["2", "1", "1|2", ".", "2|2", "2"]),
+        Site(p + 60, ["MNP"], ["1", "1", "0|0", "0", "1|0", "0/1"], ref_length=2),
+    ], sequence)
+    sites[4].alts[1] = other(ref_of(sequence, sites[4]), 2)
+    return sites
+
+
+def as_diploid(sites: list[Site], rule: HaploidRule) -> list[Site]:
+    """``sites`` with every haploid call written out as the rule reads it: ``a`` as ``a|a``
+    (``both``, or ``bcftools`` in an all-haploid record) or ``a|0`` (``bcftools`` in a
+    mixed-ploidy record), a lone ``.`` as ``.|.``."""
+    def diploid(gt: str, copy: bool) -> str:
+        if "|" in gt or "/" in gt:
+            return gt
+        return ".|." if gt == "." else f"{gt}|{gt if copy else 0}"
+    out = []
+    for site in sites:
+        copy = rule == "both" or not any("|" in g or "/" in g for g in site.gts)
+        out.append(replace(site, gts=[diploid(g, copy) for g in site.gts]))
+    return out
+
+
+@needs_peer
+def test_haploid_calls_match_bcftools(tmp_path, fasta, genome, sequence):
+    """The default rule on a VCF with haploid and mixed-ploidy records is byte-identical to
+    ``bcftools consensus -H 1pIu``/``2pIu`` on the same file: a haploid allele on haplotype 1,
+    haplotype 2 REF in a mixed record, and the allele on both in the all-haploid record.
+    Catches the allele duplicated onto haplotype 2 of a mixed record (the old reading), left
+    off haplotype 2 of an all-haploid record (the issue's reading), and the default
+    changed."""
+    sites = haploid_sites(sequence)
+    ours = assert_matches_bcftools(tmp_path, fasta, genome, sequence, sites, WINDOW)
+    reference = genome.fetch(WINDOW)
+    alt = sites[1].alts[0].encode()  # the all-haploid record, 0-based offset 20
+    assert ours.sequence("s0", 2) == reference[:20] + alt + reference[21:]
+
+
+@needs_peer
+@pytest.mark.parametrize("missing", ["ref", "N"])
+@pytest.mark.parametrize("rule", ["bcftools", "both"])
+def test_haploid_rule_as_written_out(tmp_path, fasta, genome, sequence, rule, missing):
+    """Each rule equals bcftools on the VCF with every haploid call written out as the rule
+    says (:func:`as_diploid`), under both missing-genotype policies; under ``both`` the
+    all-haploid sample's two haplotypes are the same sequence, carrying every allele. Catches
+    a rule that does something else than it states (e.g. ``both`` leaving haplotype 2 REF, a
+    ``.`` half REF, ``bcftools`` copying the allele in a mixed record)."""
+    sites = haploid_sites(sequence)
+    ours = assert_matches_bcftools(tmp_path, fasta, genome, sequence, sites, WINDOW,
+                                   peer_sites=as_diploid(sites, rule), haploid=rule,
+                                   missing=missing)
+    if rule == "both":
+        assert ours.sequence("s0", 1) == ours.sequence("s0", 2) != genome.fetch(WINDOW)
+        assert ours.applied[0] == ours.applied[1] == len(sites)
+    else:
+        assert ours.applied[0] == len(sites) and ours.applied[1] == 1
+
+
+@needs_peer
+def test_haploid_rule_keeps_ref_where_bcftools_minus_m_n_writes_n(tmp_path, fasta, genome,
+                                                                  sequence):
+    """The one place the default rule is not bcftools: under ``-M N`` bcftools reads the
+    absent second allele of a haploid call in a mixed-ploidy record as missing and writes N
+    there on haplotype 2; we keep REF (the README says so). Haplotype 1 is identical; the
+    all-haploid sample's haplotype 2 differs only by N at the first base of each mixed
+    record. Catches a change on either side that would make the README wrong."""
+    sites = haploid_sites(sequence)
+    ours = build(tmp_path, genome, sites, sequence, WINDOW, SAMPLES, missing="N")
+    peer = write_vcf(tmp_path / "peer.vcf.gz", vcf_text(sites, sequence, SAMPLES))
+    region = WINDOW.to_region()
+    _, first, _ = bcftools_consensus(fasta, peer, region, "s0", 1, ("-M", "N"))
+    _, second, _ = bcftools_consensus(fasta, peer, region, "s0", 2, ("-M", "N"))
+    assert ours.sequence("s0", 1) == first
+    got = ours.sequence("s0", 2)
+    assert len(second) == len(got)
+    differ = {i for i in range(len(got)) if second[i] != got[i]}
+    mixed = [s for s in sites if any("|" in g or "/" in g for g in s.gts)]
+    assert differ == {s.pos - 1 - WINDOW.start for s in mixed}
+    assert {second[i : i + 1] for i in differ} == {b"N"}
 
 
 # --- symbolic alleles, chromosome names, SNPs only -------------------------------------------

@@ -427,22 +427,86 @@ def test_missing_vcf(tmp_path: Path, genome) -> None:
     assert str(path) in str(excinfo.value)
 
 
+# --- haploid calls (chrX and chrY of males) ----------------------------------------------------
+
+
+def haploid_records(sequence: bytes) -> list[Record]:
+    """Samples a, b, c: an all-haploid record, a mixed-ploidy one, a multi-allelic mixed one
+    (5 called haploid genotypes, 2 lone ``.``)."""
+    first, second = other_bases(chr(sequence[29]))[:2]
+    return [Record(10, ["*"], ["0", "1", "."]),
+            Record(20, ["*"], ["0|1", "1", "."]),
+            Record(30, [first, second], ["2", "1|2", "1"])]
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    ("bcftools", [[0, 0, 1, 1, -1, -1], [0, 1, 1, 0, -1, -1],
+                  [0, 0, 1, 0, 1, 0], [1, 0, 0, 1, 0, 0]]),
+    ("both", [[0, 0, 1, 1, -1, -1], [0, 1, 1, 1, -1, -1],
+              [0, 0, 1, 0, 1, 1], [1, 1, 0, 1, 0, 0]]),
+])
+def test_haploid_calls_follow_the_rule(tmp_path: Path, sequence, genome, rule: str,
+                                       expected: list[list[int]]) -> None:
+    """``bcftools`` (the default): a haploid allele on both haplotypes in an all-haploid
+    record, on haplotype 1 with haplotype 2 REF in a mixed-ploidy record (dosage 2 or 1, as
+    bcftools consensus -H 1pIu/2pIu build them); ``both``: on both everywhere (dosage 2); a
+    lone ``.`` missing on both either way; haploid calls marked phased (one allele has no
+    phase; cyvcf2 marks those of an all-haploid record unphased); the report counts the 5
+    called haploid genotypes. Catches the rule ignored or swapped, the allele duplicated in a
+    mixed record under ``bcftools`` (the old reading) or kept off haplotype 2 of an
+    all-haploid one (the issue's reading), a ``.`` made REF, the phased flag left as cyvcf2
+    gives it, and a wrong count."""
+    text = vcf_text(haploid_records(sequence), sequence, samples=["a", "b", "c"])
+    path = write_vcf(tmp_path / "haploid.vcf.gz", text)
+    matrix, report = read_genotypes(path, "chr1", genome, haploid=rule)
+    assert matrix.haplotypes.tolist() == expected
+    assert matrix.phased.all()
+    assert report.haploid_calls == 5
+    assert report.as_metadata()["haploid_calls"] == 5
+    dosages = matrix.dosages()
+    assert dosages[1, :2].tolist() == [1, 2 if rule == "both" else 1]  # b haploid ALT, mixed
+    assert dosages[0, 1] == 2 and np.isnan(dosages[0, 2])  # all-haploid record; lone "."
+    default, _ = read_genotypes(path, "chr1", genome)
+    assert (default.haplotypes.tolist() == expected) == (rule == "bcftools")
+
+
+def test_haploid_rule_sees_the_whole_record_when_samples_are_kept(tmp_path: Path, sequence,
+                                                                   genome) -> None:
+    """Keeping only the haploid samples b and c of a mixed-ploidy record does not make it an
+    all-haploid one: bcftools decides by every sample of the file, so b's haplotype 2 stays
+    REF, and the kept columns equal those of the full read. Catches the sample subset left to
+    htslib (which drops the other samples' ploidy) and columns picked out of order."""
+    text = vcf_text(haploid_records(sequence), sequence, samples=["a", "b", "c"])
+    path = write_vcf(tmp_path / "haploid.vcf.gz", text)
+    full, _ = read_genotypes(path, "chr1", genome)
+    kept, report = read_genotypes(path, "chr1", genome, samples=["c", "b"])
+    assert kept.samples == ["b", "c"]
+    assert kept.haplotypes[1].tolist() == [1, 0, -1, -1]
+    np.testing.assert_array_equal(kept.haplotypes, full.haplotypes[:, 2:])
+    np.testing.assert_array_equal(kept.phased, full.phased[:, 1:])
+    assert report.haploid_calls == 3
+
+
+def test_diploid_records_count_no_haploid_calls(multiallelic, genome) -> None:
+    """A diploid VCF (with ``./.``) reports 0 haploid calls and reads the same under both
+    rules. Catches diploid or missing diploid calls counted or changed by the rule."""
+    path, *_ = multiallelic
+    parity, report = read_genotypes(path, "chr1", genome, haploid="bcftools")
+    both, _ = read_genotypes(path, "chr1", genome, haploid="both")
+    assert report.haploid_calls == 0
+    np.testing.assert_array_equal(parity.haplotypes, both.haplotypes)
+
+
+def test_unknown_haploid_rule_is_refused(tmp_path: Path, sequence, genome) -> None:
+    """A rule other than ``bcftools``/``both`` raises instead of silently reading as
+    ``bcftools``. Catches the check removed."""
+    text = vcf_text(haploid_records(sequence), sequence, samples=["a", "b", "c"])
+    path = write_vcf(tmp_path / "haploid.vcf.gz", text)
+    with pytest.raises(ValueError, match="haploid must be 'bcftools' or 'both', not 'copy'"):
+        read_genotypes(path, "chr1", genome, haploid="copy")
+
+
 # --- known bugs --------------------------------------------------------------------------------
-
-
-def test_all_haploid_record_duplicates_the_allele(tmp_path: Path, sequence, genome) -> None:
-    alt = other_bases(chr(sequence[9]))[0]
-    text = vcf_text([Record(10, [alt], ["0", "1"])], sequence, samples=["a", "b"])
-    matrix, _ = read_genotypes(write_vcf(tmp_path / "hap.vcf.gz", text), "chr1", genome)
-    assert matrix.haplotypes.tolist() == [[0, 0, 1, 1]]
-
-
-def test_mixed_ploidy_record_duplicates_the_haploid_allele(tmp_path: Path, sequence, genome
-                                                           ) -> None:
-    alt = other_bases(chr(sequence[9]))[0]
-    text = vcf_text([Record(10, [alt], ["0|1", "1"])], sequence, samples=["a", "b"])
-    matrix, _ = read_genotypes(write_vcf(tmp_path / "mix.vcf.gz", text), "chr1", genome)
-    assert matrix.haplotypes.tolist() == [[0, 1, 1, 1]]
 
 
 def test_vcf_without_contig_lines_naming_chr1(tmp_path: Path, sequence, genome) -> None:
