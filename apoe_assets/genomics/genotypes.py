@@ -30,7 +30,10 @@ class GenotypeMatrix:
     phased: np.ndarray
 
     def __post_init__(self) -> None:
-        n_var, n_samples = len(self.variants), len(self.samples)
+        self._check_shapes(len(self.variants))
+
+    def _check_shapes(self, n_var: int) -> None:
+        n_samples = len(self.samples)
         if self.haplotypes.shape != (n_var, 2 * n_samples):
             raise ValueError(f"haplotypes {self.haplotypes.shape} != {(n_var, 2 * n_samples)}")
         if self.phased.shape != (n_var, n_samples):
@@ -38,7 +41,30 @@ class GenotypeMatrix:
 
     @property
     def n_variants(self) -> int:
-        return len(self.variants)
+        return self.haplotypes.shape[0]
+
+    def positions(self) -> np.ndarray:
+        """The 1-based ``pos`` of every variant (int64), without the rest of the table."""
+        return self.variants["pos"].to_numpy(np.int64)
+
+    @property
+    def longest_ref(self) -> int:
+        """Length of the longest REF (0 without variants): a record starting more than this
+        many bases before a window cannot overlap it."""
+        return int(self.variants["ref"].str.len().max()) if self.n_variants else 0
+
+    def window(self, start: int, end: int) -> GenotypeMatrix:
+        """The variants whose first REF base lies in 0-based ``[start, end)`` (as
+        :func:`~apoe_assets.genomics.loci.variants_in`), in matrix order. With positions
+        sorted (as a VCF's are) the rows are one slice: the arrays are views (memory-mapped
+        arrays stay memory-mapped) and a stored matrix reads only those rows of its table."""
+        rows = window_rows(self.positions(), start, end)
+        return GenotypeMatrix(self.samples, self.variant_rows(rows), self.haplotypes[rows],
+                              self.phased[rows])
+
+    def variant_rows(self, rows: slice | np.ndarray) -> pd.DataFrame:
+        """Rows ``rows`` (a slice or row numbers) of the variant table."""
+        return self.variants.iloc[rows]
 
     def dosages(self) -> np.ndarray:
         """ALT dosage ``[variants, samples]`` as float32, NaN where either allele is missing."""
@@ -68,6 +94,15 @@ class GenotypeMatrix:
             if n_het else 1.0,
             "missing_allele_fraction": missing / alleles if alleles else 0.0,
         }
+
+
+def window_rows(positions: np.ndarray, start: int, end: int) -> slice | np.ndarray:
+    """Rows of 1-based ``positions`` whose 0-based start lies in ``[start, end)``: a slice when
+    ``positions`` are sorted (two binary searches), else the row numbers."""
+    if np.all(positions[1:] >= positions[:-1]):
+        lo = int(np.searchsorted(positions, start + 1, "left"))
+        return slice(lo, max(lo, int(np.searchsorted(positions, end, "right"))))
+    return np.flatnonzero((positions > start) & (positions <= end))
 
 
 def variant_kind(ref: str, alt: str) -> str:

@@ -14,7 +14,9 @@ class AssetStorage(dg.ConfigurableIOManager):
     """Stores asset outputs under ``root`` (a folder or any fsspec URL) in open formats.
 
     Unpartitioned assets live at ``<root>/<asset>.<ext>``, partitions at
-    ``<root>/<asset>/<partition>.<ext>``. Writes are atomic; nothing is pickled.
+    ``<root>/<asset>/<partition>.<ext>``. Writes are atomic; nothing is pickled. From a remote
+    root, each stored output is fetched once per process (:func:`formats.remote_cache`) and
+    the copies are removed after execution.
     """
 
     root: str
@@ -41,3 +43,8 @@ class AssetStorage(dg.ConfigurableIOManager):
         if len(partitions) == 1:
             return formats.load(self._stem(key, partitions[0]))
         return {p: formats.load(self._stem(key, p)) for p in partitions}
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Remove what this process fetched from a remote root (a step process started by
+        fork may exit without running interpreter exit handlers)."""
+        formats.remote_cache().close()

@@ -40,7 +40,6 @@ import scipy.special
 import scipy.stats
 
 from apoe_assets.genomics.genotypes import MISSING, GenotypeMatrix
-from apoe_assets.genomics.loci import variants_in
 from apoe_assets.stats.residualise import (
     CovariateError,
     Residualiser,
@@ -146,7 +145,7 @@ def cis_window(genotypes: GenotypeMatrix, gene: Mapping, samples: Sequence[str] 
                flank: int = DEFAULT_WINDOW) -> CisWindow:
     """The dosages of ``samples`` (default all) for the variants in ``gene``'s cis window."""
     start, end = cis_bounds(gene, flank)
-    rows = np.flatnonzero(variants_in(genotypes, start, end))
+    local = genotypes.window(start, end)  # a stored matrix reads only these rows
     samples = list(genotypes.samples if samples is None else samples)
     index = {s: i for i, s in enumerate(genotypes.samples)}
     absent = [s for s in samples if s not in index]
@@ -155,12 +154,12 @@ def cis_window(genotypes: GenotypeMatrix, gene: Mapping, samples: Sequence[str] 
                              f"{', '.join(absent[:3])}")
     columns = np.array([index[s] for s in samples], dtype=np.int64)
     # column gathers first (np.take on a row block is a fast strided copy), then one add
-    block = genotypes.haplotypes[rows]
+    block = np.asarray(local.haplotypes)
     first = np.take(block, 2 * columns, axis=1)
     second = np.take(block, 2 * columns + 1, axis=1)
     dosages = np.add(first, second, dtype=np.float64)
     dosages[(first == MISSING) | (second == MISSING)] = np.nan
-    variants = genotypes.variants.iloc[rows][["variant_id", "pos"]].reset_index(drop=True)
+    variants = local.variants[["variant_id", "pos"]].reset_index(drop=True)
     return CisWindow(variants, dosages, samples)
 
 
