@@ -50,6 +50,8 @@ def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             bases = reference.fetch(window)
         finally:
             reference.close()
+        # only the variants that can touch the window (a deletion may start before it)
+        genotypes = genotypes.window(max(window.start - genotypes.longest_ref + 1, 0), window.end)
         folder = SequenceFolder(Path(tempfile.mkdtemp(prefix="apoe-sequences-")))
         folder.path.chmod(0o755)  # mkdtemp makes it private; the stored folder is not
         started = time.perf_counter()
