@@ -17,6 +17,14 @@ class StudyPartitions:
     genes: dg.StaticPartitionsDefinition
     gene_chromosome: dg.StaticPartitionMapping
     """Maps a chromosome partition to the gene partitions on it (genes need only their own)."""
+    genes_per_run: int = 1
+    """Most gene partitions one backfill run of a per-gene genotype model takes."""
+
+    @property
+    def gene_backfill(self) -> dg.BackfillPolicy:
+        """Backfills of the per-gene genotype models: up to :attr:`genes_per_run` genes a run
+        (each run loads the chromosome, expression and covariates once)."""
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=self.genes_per_run)
 
 
 def study_partitions(study: Study) -> StudyPartitions:
@@ -28,4 +36,5 @@ def study_partitions(study: Study) -> StudyPartitions:
         chromosomes=dg.StaticPartitionsDefinition(study.chromosomes),
         genes=dg.StaticPartitionsDefinition(genes["partition_key"].tolist()),
         gene_chromosome=dg.StaticPartitionMapping(by_chrom),
+        genes_per_run=study.genes_per_run,
     )

@@ -130,6 +130,9 @@ class Study(BaseModel):
     ref_mismatch: Literal["fail", "drop"] = "fail"
     folds: Annotated[int, Field(ge=2)] = Field(
         5, description="cross-validation folds shared by every weight and model")
+    genes_per_run: Annotated[int, Field(ge=1)] = Field(
+        10, description="most gene partitions one backfill run of cis_eqtl or prs_scores "
+        "takes (the chromosome, expression and covariates are loaded once per run)")
     storage_root: str = ".apoe/storage"
     mlflow_tracking_uri: str = "sqlite:///.apoe/mlflow.db"
     truth: Path | None = None

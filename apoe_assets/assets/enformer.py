@@ -4,7 +4,6 @@ import time
 
 import dagster as dg
 import pandas as pd
-from upath import UPath
 
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import track_plot
@@ -16,8 +15,8 @@ from apoe_assets.enformer.runtime import MissingWeightsError
 from apoe_assets.enformer.targets import read_targets, resolve_tracks, track_descriptions
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.partitions import StudyPartitions
-from apoe_assets.resources import formats
 from apoe_assets.resources.enformer import EnformerResource
+from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
 
@@ -77,7 +76,8 @@ def predict_one_gene(context: dg.AssetExecutionContext, config: Study, predictor
 
 
 def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
-    """The ``enformer_predictions`` asset, partitioned by gene, one run for many genes."""
+    """The ``enformer_predictions`` asset, partitioned by gene, up to ``genes_per_run`` genes a
+    run."""
 
     @dg.asset(
         group_name=GROUP,
@@ -85,27 +85,28 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         kinds={"jax"},
         pool=POOL,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=parts.gene_backfill,
     )
     def enformer_predictions(context: dg.AssetExecutionContext, study: StudyResource,
                              enformer: EnformerResource, personal_sequences: object
-                             ) -> dg.MaterializeResult:
+                             ) -> dg.Output[ByPartition]:
         """Per haplotype, the selected tracks at every output bin (each distinct sequence
         predicted once), and per sample the expression feature: the tracks summed over the 3
         bins at the TSS, the two haplotypes combined as the study says (default mean). A
-        backfill runs every gene in one run, so the model is loaded and compiled once."""
+        backfill runs up to ``genes_per_run`` genes a run, so the model is loaded and compiled
+        once per run; each gene's predictions are stored through the IO manager."""
         config = study.load()
         genes = context.partition_keys
-        # one partition loads as a folder, several as {gene: folder}
-        folders = (personal_sequences if isinstance(personal_sequences, dict)
-                   else {genes[0]: personal_sequences})
+        folders = by_partition(personal_sequences, genes)
         predictor = load_model(config, enformer)
-        summaries, first = [], None
+        summaries, results = [], ByPartition()
         for gene in genes:
-            result, summary = predict_one_gene(context, config, predictor, gene, folders[gene])
-            formats.save(result, UPath(config.storage_root) / "enformer_predictions" / gene)
+            results[gene], summary = predict_one_gene(context, config, predictor, gene,
+                                                      folders[gene])
             summaries.append(summary)
-            first = result if first is None else first
+            context.add_asset_metadata({**summary, "preview": preview(results[gene].features)},
+                                       partition_key=gene)
+        first = results[genes[0]]
         table = pd.DataFrame(summaries).set_index("gene")
         metadata = {
             "genes": len(genes),
@@ -121,7 +122,6 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "per_gene": preview(table, rows=50),
         }
         metadata["tracks_plot"] = track_plot(first, f"{genes[0]}: predicted tracks")
-        metadata["preview"] = preview(first.features)
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.Output(results, metadata=metadata)
 
     return [enformer_predictions]

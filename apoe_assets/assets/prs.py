@@ -31,6 +31,7 @@ from apoe_assets.ml.gene_models import (
     gene_models,
 )
 from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats.eqtl import cis_window
 from apoe_assets.study import Study
@@ -85,8 +86,39 @@ def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, secon
     }
 
 
+def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series,
+             genotypes: GenotypeMatrix, expression: pd.DataFrame, covariates: pd.DataFrame,
+             folds: pd.Series, cis_eqtl: pd.DataFrame) -> tuple[GeneModels, float]:
+    """One gene's genotype models, on the fold scans ``cis_eqtl`` stored, logged as it goes,
+    and the seconds they took."""
+    key = str(gene.name)
+    started = time.perf_counter()
+    window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
+    result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
+                         model_settings(config),
+                         fold_tables=stored_fold_scans(cis_eqtl, fold_ids(folds),
+                                                       f"cis_eqtl {key}"))
+    seconds = time.perf_counter() - started
+    for note in result.notes:
+        context.log.info(f"{key}: {note}")
+    metrics = result.metrics()
+    context.log.info(f"{key}: {len(folds)} samples × {len(window.variants)} variants in "
+                     f"{seconds:.1f} s; out-of-fold R² " + ", ".join(
+                         f"{m} {metrics.loc[m, 'r2']:.3f}" for m in MODELS))
+    return result, seconds
+
+
+def weights_metadata(weights: pd.DataFrame) -> dict:
+    """What ``prs_weights`` shows: non-zero weights per model and fold, a preview."""
+    counts = (weights[weights["weight"] != 0].groupby(["model", FOLD]).size()
+              .unstack(FOLD, fill_value=0).reindex(list(MODELS), fill_value=0))
+    return {"rows": len(weights), "nonzero_weights": dg.MetadataValue.md(counts.to_markdown()),
+            "preview": preview(weights)}
+
+
 def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
-    """``prs_scores`` and ``prs_weights``, partitioned by gene."""
+    """``prs_scores`` and ``prs_weights``, partitioned by gene, up to ``genes_per_run`` genes
+    a run."""
 
     @dg.multi_asset(
         outs={
@@ -98,42 +130,35 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
         code_version=MODELS_VERSION,
+        backfill_policy=parts.gene_backfill,
     )
     def prs_models(context: dg.AssetExecutionContext, study: StudyResource,
-                   gene_annotation: pd.DataFrame, genotypes: GenotypeMatrix,
+                   gene_annotation: pd.DataFrame, genotypes: object,
                    expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame,
-                   cis_eqtl: pd.DataFrame) -> Iterator[dg.Output[pd.DataFrame]]:
+                   cis_eqtl: object) -> Iterator[dg.Output[ByPartition]]:
         """Baseline PRS (every tested cis variant at its training slope), P+T PRS (clumped,
         threshold by inner CV) and elastic net (α from the study, λ by inner CV), each
-        calibrated or fitted on training folds only and scored on the held-out fold."""
+        calibrated or fitted on training folds only and scored on the held-out fold. A run
+        may cover several genes: the chromosome, expression and covariates are loaded once."""
         config = study.load()
-        gene = gene_row(gene_annotation, context.partition_key)
-        folds = cv_folds[FOLD]
-        started = time.perf_counter()
-        window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
-        result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
-                             model_settings(config),
-                             fold_tables=stored_fold_scans(cis_eqtl, fold_ids(folds),
-                                                           f"cis_eqtl {context.partition_key}"))
-        seconds = time.perf_counter() - started
-        for note in result.notes:
-            context.log.info(f"{context.partition_key}: {note}")
-        metrics = result.metrics()
-        context.log.info(f"{context.partition_key}: {len(folds)} samples × {len(window.variants)}"
-                         f" variants in {seconds:.1f} s; out-of-fold R² " + ", ".join(
-                             f"{m} {metrics.loc[m, 'r2']:.3f}" for m in MODELS))
+        genes = context.partition_keys
+        chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
+            "genotypes"))
+        tables = by_partition(cis_eqtl, genes)
         truth = planted_genes(config.truth)
-        truth_row = (truth.loc[gene["gene_id"]]
-                     if truth is not None and gene["gene_id"] in truth.index else None)
-        yield dg.Output(result.predictions, output_name="prs_scores",
-                        metadata=_metadata(result, context.partition_key, truth_row, seconds))
-        weights = result.weight_table()
-        counts = (weights[weights["weight"] != 0].groupby(["model", FOLD]).size()
-                  .unstack(FOLD, fill_value=0).reindex(list(MODELS), fill_value=0))
-        yield dg.Output(weights, output_name="prs_weights", metadata={
-            "rows": len(weights),
-            "nonzero_weights": dg.MetadataValue.md(counts.to_markdown()),
-            "preview": preview(weights),
-        })
+        scores, weights = ByPartition(), ByPartition()
+        for key in genes:
+            gene = gene_row(gene_annotation, key)
+            result, seconds = fit_gene(context, config, gene, chromosomes[gene["chrom"]],
+                                       expression, covariates, cv_folds[FOLD], tables[key])
+            truth_row = (truth.loc[gene["gene_id"]]
+                         if truth is not None and gene["gene_id"] in truth.index else None)
+            scores[key], weights[key] = result.predictions, result.weight_table()
+            context.add_asset_metadata(_metadata(result, key, truth_row, seconds),
+                                       asset_key="prs_scores", partition_key=key)
+            context.add_asset_metadata(weights_metadata(weights[key]),
+                                       asset_key="prs_weights", partition_key=key)
+        yield dg.Output(scores, output_name="prs_scores")
+        yield dg.Output(weights, output_name="prs_weights")
 
     return [prs_models]

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 from upath import UPath
 
 from apoe_assets.resources import formats
+
+
+class ByPartition(dict):
+    """An asset's output for a run over several partitions: partition key → that partition's
+    value (each stored as its own partition; a plain ``dict`` is a JSON value)."""
+
+
+def by_partition(loaded: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """An input as partition key → value, whether the run loaded one partition (the value
+    itself) or several (a mapping by key)."""
+    keys = list(keys)
+    return dict(loaded) if len(keys) > 1 else {keys[0]: loaded}
 
 
 class AssetStorage(dg.ConfigurableIOManager):
@@ -28,11 +41,26 @@ class AssetStorage(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        if isinstance(obj, ByPartition):
+            self._handle_partitions(context, obj)
+            return
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = formats.save(obj, self._stem(context.asset_key, partition))
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(path)),
             "stored_bytes": formats.stored_size(path),
+        })
+
+    def _handle_partitions(self, context: dg.OutputContext, values: ByPartition) -> None:
+        """Each partition of a run over several, in partition order, each write atomic."""
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if sorted(values) != sorted(keys):
+            raise ValueError(f"{context.asset_key.to_user_string()}: values for partitions "
+                             f"{sorted(values)} but the run covers {sorted(keys)}")
+        paths = [formats.save(values[key], self._stem(context.asset_key, key)) for key in keys]
+        context.add_output_metadata({
+            "folder": dg.MetadataValue.path(str(paths[0].parent)),
+            "stored_bytes": sum(formats.stored_size(p) for p in paths),
         })
 
     def load_input(self, context: dg.InputContext) -> Any:
