@@ -41,9 +41,10 @@ from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.phenotypes import read_covariates, read_expression_bed
 from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.stats.eqtl import cis_window, map_cis_nominal
+from apoe_assets_tests.requirements import missing_tools
 from apoe_assets_tests.stats.generated import CONTIG, write_generated_study
 from apoe_assets_tests.stats.peers import (
-    peers_available,
+    TENSORQTL_INPUT_TOOLS,
     run_tensorqtl_cis_nominal,
     write_plink_bed,
 )
@@ -126,8 +127,8 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
-    if not peers_available():
-        raise SystemExit("plink2 and bcftools must be on the PATH")
+    if missing := missing_tools(*TENSORQTL_INPUT_TOOLS):
+        raise SystemExit(f"{', '.join(missing)} must be on the PATH (make peers)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         study = write_generated_study(tmp / "study", seed=args.seed, n_samples=args.samples,

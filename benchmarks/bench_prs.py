@@ -36,9 +36,10 @@ from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.stats.eqtl import cis_window, map_cis_nominal
 from apoe_assets.stats.ld import DEFAULT_KB, DEFAULT_P1, DEFAULT_R2, clump, genotype_codes
 from apoe_assets.stats.prs import score
+from apoe_assets_tests.requirements import missing_tools
 from apoe_assets_tests.stats.generated import CONTIG, write_generated_study
 from apoe_assets_tests.stats.peers import (
-    plink19_available,
+    PLINK_TOOLS,
     printed_tolerance,
     run_plink_clump,
     run_plink_score,
@@ -58,8 +59,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="best of this many timings")
     args = parser.parse_args()
-    if not plink19_available():
-        raise SystemExit("plink1.9, plink2 and bcftools must be on the PATH")
+    if missing := missing_tools(*PLINK_TOOLS):
+        raise SystemExit(f"{', '.join(missing)} must be on the PATH (make peers)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         study = write_generated_study(tmp / "study", seed=args.seed, n_samples=args.samples,
