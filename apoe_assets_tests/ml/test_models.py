@@ -24,6 +24,10 @@ from apoe_assets.stats.ld import clump, genotype_codes
 from apoe_assets_tests.ml.demo import Demo
 
 GENE = "NECTIN2"
+NULL_GENE = "BCL3"
+"""A demo study gene with no planted genetic term."""
+FLOAT_TOLERANCE = 1e-12
+"""Relative rounding of a sum of a few thousand float64 products (≈ 4,500 ulps)."""
 FOLD = 0
 PREDICTION_TOLERANCE = 1e-3
 """Two coordinate-descent runs stopped at the same duality-gap tolerance agree to about this
@@ -179,14 +183,22 @@ def test_metrics() -> None:
     assert pearson_r(observed, 2 * observed + 1) == pytest.approx(1.0)
 
 
-def test_inner_scores_share_one_origin(demo: Demo) -> None:
-    """Each inner model scores dosages centred on its own training samples' means, so every
-    inner fold's out-of-fold scores scatter around 0: their mean within 4 standard errors.
-    With raw sums each inner fold carried its own offset Σ slope × mean (9.7 to 18.6 on this
-    gene's fold 0, against a score SD of about 18), which calibration and the P+T threshold
-    choice then read as signal. Catches the centring removed (fails with the raw sums)."""
-    gene = demo.gene(GENE)
-    window, expression = demo.window(GENE), demo.expression.loc[gene["gene_id"]]
+@pytest.mark.parametrize("symbol", [GENE, NULL_GENE])
+def test_inner_scores_share_one_origin(demo: Demo, symbol: str) -> None:
+    """Each model scores dosages centred on its own training samples' means: over the samples
+    that fitted it, an outer model's scores average 0 to float tolerance, and every inner
+    fold's out-of-fold scores scatter around 0 (their mean within 4 standard errors), on a
+    planted and on a null gene. With raw sums each inner fold carried its own offset Σ slope ×
+    mean (9.7 to 18.6 on NECTIN2's fold 0, against a score SD of about 18), which calibration
+    and the P+T threshold choice then read as signal. Catches the centring removed (fails with
+    the raw sums)."""
+    for f in demo.models(symbol).folds:
+        for fit in (f.baseline, f.pt):
+            own = fit.raw_score(demo.window(symbol), f.train)
+            assert abs(own.mean()) <= FLOAT_TOLERANCE * 2 * np.abs(fit.weights).sum(), (
+                symbol, f.fold, own.mean())
+    gene = demo.gene(symbol)
+    window, expression = demo.window(symbol), demo.expression.loc[gene["gene_id"]]
     train, _ = split(demo.folds, FOLD)
     inner = inner_folds(demo.folds, FOLD, demo.settings.n_inner_folds, demo.settings.seed)
 
