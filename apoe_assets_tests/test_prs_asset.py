@@ -121,6 +121,6 @@ def test_stale_eqtl_table_fails_and_keeps_outputs(materialised) -> None:
         demo_copy(study_file.parent, genes=[GENE], eqtl={"permutations": 20})
     assert not results[-1].success
     message = failure_message(results)
-    assert "fold 0: the stored training eQTL table was made from other settings" in message
+    assert "all samples: the stored eQTL table was made from other settings" in message
     assert "re-materialise cis_eqtl" in message
     assert _outputs(storage) == before

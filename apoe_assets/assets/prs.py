@@ -96,7 +96,7 @@ def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series,
     window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
     result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
                          model_settings(config),
-                         fold_tables=stored_fold_scans(cis_eqtl, fold_ids(folds),
+                         stored=stored_fold_scans(cis_eqtl, fold_ids(folds),
                                                        f"cis_eqtl {key}"))
     seconds = time.perf_counter() - started
     for note in result.notes:

@@ -62,21 +62,34 @@ def scan_folds(window: CisWindow, phenotype: pd.Series, covariates: pd.DataFrame
     return FoldScans(full, fingerprint, per_fold)
 
 
+@dataclass(frozen=True)
+class StoredFoldScans:
+    """A stored table read back: the scan of every fold sample and each fold's training
+    scan, each with its fingerprint."""
+
+    full: StoredScan
+    per_fold: dict[int, StoredScan]
+
+
 def stored_fold_scans(table: pd.DataFrame, folds: list[int], what: str = "the eQTL table"
-                      ) -> dict[int, StoredScan]:
-    """The training scans of ``folds`` in a stored table (a fold that tested nothing has no
-    rows: an empty table), each with its fingerprint; :class:`StaleScan` when one is
-    missing."""
+                      ) -> StoredFoldScans:
+    """The all-sample scan and the training scans of ``folds`` in a stored table (a scan that
+    tested nothing has no rows: an empty table); :class:`StaleScan` when one is missing."""
     records = stored_records(table, what)
     columns = table.drop(columns=FOLD)
     scans = {}
-    for fold in folds:
-        if str(fold) not in records:
-            raise StaleScan(f"{what} has no training scan of fold {fold} (it has "
+    for name in (ALL_SAMPLES, *map(str, folds)):
+        if name not in records:
+            raise StaleScan(f"{what} has no scan of {_label(name)} (it has "
                             f"{', '.join(sorted(records))}); re-materialise it")
-        rows = (table[FOLD] == fold).fillna(False).to_numpy()
-        scans[fold] = StoredScan.from_record(columns[rows], records[str(fold)])
-    return scans
+        rows = (table[FOLD].isna() if name == ALL_SAMPLES
+                else (table[FOLD] == int(name)).fillna(False)).to_numpy()
+        scans[name] = StoredScan.from_record(columns[rows], records[name])
+    return StoredFoldScans(scans.pop(ALL_SAMPLES), {int(k): v for k, v in scans.items()})
+
+
+def _label(name: str) -> str:
+    return "all fold samples" if name == ALL_SAMPLES else f"fold {name}'s training samples"
 
 
 def fingerprint_digest(table: pd.DataFrame) -> str:

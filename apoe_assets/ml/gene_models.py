@@ -27,6 +27,7 @@ import pandas as pd
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.elastic_net import L1_RATIO, N_LAMBDAS, ElasticNetFit, fit_elastic_net
+from apoe_assets.ml.fold_scans import StoredFoldScans
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
 from apoe_assets.ml.inner_cv import held_out_targets, inner_splits
 from apoe_assets.ml.metrics import pearson_r, r2_score
@@ -196,18 +197,20 @@ class GeneModels:
         return pd.concat([f.weight_table() for f in self.folds], ignore_index=True)
 
 
-def stored_fold_scan(stored: StoredScan, window: CisWindow, expression: pd.Series,
-                     covariates: pd.DataFrame, train: Sequence[str], fold: int,
-                     settings: ModelSettings) -> EqtlResult:
-    """The stored training scan of ``fold`` when its fingerprint is that of these inputs;
-    else :class:`FoldTableMismatch` naming the fold and what differs (nothing is rescanned:
-    a stale table must be re-materialised, not patched)."""
-    expected = scan_fingerprint(window, expression, covariates, train, settings.maf_threshold)
+def trusted_scan(stored: StoredScan, window: CisWindow, expression: pd.Series,
+                 covariates: pd.DataFrame, samples: Sequence[str], label: str,
+                 settings: ModelSettings) -> EqtlResult:
+    """A stored scan of ``samples`` when its fingerprint is that of these inputs; else
+    :class:`FoldTableMismatch` naming the scan (``label``: "fold 0", "all samples") and what
+    differs (nothing is rescanned: a stale table must be re-materialised, not patched)."""
+    expected = scan_fingerprint(window, expression, covariates, samples,
+                                settings.maf_threshold)
     differ = stored.differences(expected)
     if differ:
+        what = "training eQTL table" if label.startswith("fold") else "eQTL table"
         raise FoldTableMismatch(
-            f"fold {fold}: the stored training eQTL table was made from other "
-            f"{', '.join(differ)} than this run's ({len(train)} training samples, "
+            f"{label}: the stored {what} was made from other "
+            f"{', '.join(differ)} than this run's ({len(samples)} samples, "
             f"{len(window.variants)} window variants, MAF ≥ {settings.maf_threshold:g}, scan "
             f"code version {expected['code']}, stored {stored.fingerprint.get('code')}); "
             "re-materialise cis_eqtl for this gene")
@@ -233,7 +236,8 @@ def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
                                maf_threshold=settings.maf_threshold, samples=samples)
 
     eqtl = (scan(train) if stored is None else
-            stored_fold_scan(stored, window, expression, covariates, train, fold, settings))
+            trusted_scan(stored, window, expression, covariates, train, f"fold {fold}",
+                         settings))
     splits = inner_splits(train, inner_folds(folds, fold, settings.n_inner_folds, settings.seed),
                           expression, covariates)
     held_out = held_out_targets(splits, len(train))
@@ -273,15 +277,15 @@ def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int)
 def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
                 covariates: pd.DataFrame, gene: Mapping, folds: pd.Series,
                 settings: ModelSettings = ModelSettings(),
-                fold_tables: Mapping[int, StoredScan] | None = None) -> GeneModels:
+                stored: StoredFoldScans | None = None) -> GeneModels:
     """eQTL tables, permutation p-value and out-of-fold predictions of one gene.
 
     ``expression`` is a Series sample → expression; ``covariates`` covariates × samples;
     ``gene`` has ``gene_id`` and ``tss`` (0-based) and, optionally, ``cis_start``/``cis_end``;
     ``folds`` (from :func:`~apoe_assets.ml.folds.assign_folds`) names the samples used.
-    ``fold_tables`` (fold → :class:`~apoe_assets.stats.provenance.StoredScan`), the stored
-    per-fold training scans of ``cis_eqtl``, weight the PRS models instead of new scans once
-    their fingerprints match these inputs (else :class:`FoldTableMismatch`).
+    ``stored``, the scans ``cis_eqtl`` stored (all samples, each fold's training samples), are
+    used instead of new scans once their fingerprints match these inputs (else
+    :class:`FoldTableMismatch`).
     ``settings.n_permutations`` 0 skips the gene-level permutation test.
     """
     samples = folds.index.tolist()
@@ -300,13 +304,16 @@ def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
                              f"{', '.join(map(str, absent[:3]))}")
     require_finite(covariates.loc[:, samples], "covariate")
     check_design(folds, covariates, settings.n_inner_folds)
-    if fold_tables is not None and set(fold_tables) != set(fold_ids(folds)):
-        raise FoldTableMismatch(f"eQTL tables for folds {sorted(fold_tables)} but the "
+    if stored is not None and set(stored.per_fold) != set(fold_ids(folds)):
+        raise FoldTableMismatch(f"eQTL tables for folds {sorted(stored.per_fold)} but the "
                                 f"assignment has folds {fold_ids(folds)}")
     window = (genotypes if isinstance(genotypes, CisWindow)
               else cis_window(genotypes, gene, samples, flank=settings.cis_window))
-    eqtl = map_cis_nominal(window, expression, covariates, gene_id=gene_id, tss=tss,
-                           maf_threshold=settings.maf_threshold, samples=samples)
+    eqtl = (map_cis_nominal(window, expression, covariates, gene_id=gene_id, tss=tss,
+                            maf_threshold=settings.maf_threshold, samples=samples)
+            if stored is None else
+            trusted_scan(stored.full, window, expression, covariates, samples, "all samples",
+                         settings))
     permutation = permutation_test(window, expression, covariates, gene_id=gene_id,
                                    n_permutations=settings.n_permutations, seed=settings.seed,
                                    maf_threshold=settings.maf_threshold, samples=samples)
@@ -316,7 +323,7 @@ def gene_models(genotypes: GenotypeMatrix | CisWindow, expression: pd.Series,
     notes = list(eqtl.notes)
     for fold in fold_ids(folds):
         models = fit_fold(window, codes, expression, covariates, gene_id, tss, folds, fold,
-                          settings, None if fold_tables is None else fold_tables[fold])
+                          settings, None if stored is None else stored.per_fold[fold])
         fitted.append(models)
         frames.append(pd.DataFrame({FOLD: fold, "observed": models.observed},
                                    index=models.predicted.index).join(models.predicted))

@@ -173,10 +173,10 @@ def test_stored_tables_of_a_gene_with_nothing_to_test_are_accepted() -> None:
     stored = scan_folds(window, expression, covariates, folds, gene_id="GENE", tss=TSS,
                         maf_threshold=RARE_MAF).table()  # what cis_eqtl writes
     assert stored.empty
-    tables = stored_fold_scans(stored, fold_ids(folds))
-    assert sorted(tables) == fold_ids(folds) and all(t.table.empty for t in tables.values())
-    result = gene_models(window, expression, covariates, GENE, folds, settings,
-                         fold_tables=tables)
+    scans = stored_fold_scans(stored, fold_ids(folds))
+    assert sorted(scans.per_fold) == fold_ids(folds)
+    assert scans.full.table.empty and all(t.table.empty for t in scans.per_fold.values())
+    result = gene_models(window, expression, covariates, GENE, folds, settings, stored=scans)
     _assert_training_mean_only(result)
 
 

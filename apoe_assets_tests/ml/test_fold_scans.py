@@ -35,14 +35,15 @@ def study(tmp_path):
 
 def _models(window, expression, covariates, folds, table=None, settings=SETTINGS):
     scans = None if table is None else stored_fold_scans(table, fold_ids(folds))
-    return gene_models(window, expression, covariates, GENE, folds, settings, fold_tables=scans)
+    return gene_models(window, expression, covariates, GENE, folds, settings, stored=scans)
 
 
 def test_stored_scans_are_used_as_stored(study) -> None:
-    """Through Parquet and back, the stored fold scans give exactly the models of fresh
-    scans; and they are what weights the PRS — a stored slope changed by hand (fingerprint
-    untouched) changes fold 1's baseline predictions, so nothing was rescanned. Catches a
-    reader that drops rows, reorders them against the window, or quietly rescans."""
+    """Through Parquet and back, the stored scans give exactly the models of fresh scans; and
+    they are what is used — a stored slope changed by hand (fingerprint untouched) changes
+    fold 1's baseline predictions, and one of the all-sample scan changes the reported table,
+    so nothing was rescanned. Catches a reader that drops rows, reorders them against the
+    window, or quietly rescans."""
     window, expression, covariates, folds, table = study
     fresh, reused = _models(window, expression, covariates, folds), _models(
         window, expression, covariates, folds, table)
@@ -56,6 +57,12 @@ def test_stored_scans_are_used_as_stored(study) -> None:
     assert not np.array_equal(changed.predictions.loc[held_out, "baseline_prs"],
                               fresh.predictions.loc[held_out, "baseline_prs"])
     pd.testing.assert_frame_equal(changed.predictions[~held_out], fresh.predictions[~held_out])
+    edited = table.copy()
+    edited.attrs = table.attrs
+    edited.loc[edited.index[edited["fold"].isna()][0], "slope"] += 1.0
+    changed = _models(window, expression, covariates, folds, edited)
+    assert changed.eqtl.table["slope"].iloc[0] == fresh.eqtl.table["slope"].iloc[0] + 1.0
+    pd.testing.assert_frame_equal(changed.predictions, fresh.predictions)
 
 
 def _refusal(study, **change) -> str:
@@ -69,17 +76,22 @@ def _refusal(study, **change) -> str:
 
 
 def test_stale_scans_are_refused_naming_the_fold_and_the_input(study) -> None:
-    """Each way a stored scan goes stale is named: other folds (samples), one training
-    sample's expression, its covariates or one genotype call, the MAF filter (settings).
-    Catches a fingerprint that leaves out any of these inputs."""
+    """Each way a stored scan goes stale is named, with the scan: other folds (fold 0's
+    samples), fewer samples (the all-sample scan), one sample's expression, its covariates or
+    one genotype call, the MAF filter (settings). Catches a fingerprint that leaves out any of
+    these inputs."""
     window, expression, covariates, folds, _ = study
     sample = folds.index[folds == 1][0]  # a training sample of folds 0 and 2, not of 1
     message = _refusal(study, folds=assign_folds(folds.index.tolist(), FOLDS, SEED + 1))
     assert message.startswith("fold 0: the stored training eQTL table was made from other "
                               "samples, genotypes, expression, covariates than this run's")
+    fewer = folds.drop(folds.index[:3])
+    assert _refusal(study, folds=fewer).startswith(
+        "all samples: the stored eQTL table was made from other samples, genotypes, "
+        "expression, covariates than this run's")
     shifted = expression.copy()
     shifted[sample] += 1.0
-    assert "fold 0: the stored training eQTL table was made from other expression " in (
+    assert "the stored eQTL table was made from other expression " in (
         _refusal(study, expression=shifted))
     noisy = covariates.copy()
     noisy.loc["c0", sample] += 1.0
@@ -102,5 +114,5 @@ def test_a_table_without_fingerprints_is_refused(study) -> None:
         stored_fold_scans(table, [0, 1, 2], "cis_eqtl NECTIN2")
     table.attrs = {SCANS_ATTR: {k: v for k, v in study[-1].attrs[SCANS_ATTR].items()
                                 if k != "2"}}
-    with pytest.raises(StaleScan, match="no training scan of fold 2"):
+    with pytest.raises(StaleScan, match="no scan of fold 2's training samples"):
         stored_fold_scans(table, [0, 1, 2])
