@@ -31,7 +31,14 @@ from apoe_assets.ml.fold_scans import StoredFoldScans
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
 from apoe_assets.ml.inner_cv import held_out_targets, inner_splits
 from apoe_assets.ml.metrics import pearson_r, r2_score
-from apoe_assets.ml.prs_models import PrsFit, dosage_block, fit_baseline, fit_pt, inner_scores
+from apoe_assets.ml.prs_models import (
+    InnerScores,
+    PrsFit,
+    dosage_block,
+    fit_baseline,
+    fit_pt,
+    inner_scores,
+)
 from apoe_assets.stats.eqtl import (
     DEFAULT_WINDOW,
     CisWindow,
@@ -56,6 +63,9 @@ MODELS = ("baseline_prs", "pt_prs", "elastic_net")
 MODELS_VERSION = "2"
 """Code version of the genotype models' results (2: centred scores, nested inner folds);
 bump it when a change alters what :func:`gene_models` returns."""
+SCORES = ("baseline_prs", "pt_prs")
+"""Genotype scores offered to stacked models (their inner out-of-fold values are kept)."""
+STACKING_COLUMNS = [FOLD, "sample", "role", "target", *SCORES]
 WEIGHT_COLUMNS = ["fold", "model", "variant_id", "pos", "weight", "mean_dosage", "intercept",
                   "scale"]
 
@@ -99,6 +109,19 @@ class FoldModels:
     """The test samples' covariate-adjusted expression (training covariate fit)."""
     predicted: pd.DataFrame
     """One column per model, indexed by the test samples."""
+    train_target: np.ndarray
+    """The training samples' covariate-adjusted expression (training covariate fit)."""
+    inner_predicted: pd.DataFrame
+    """Baseline and P+T predictions of the training samples from inner models that never saw
+    them (the inner out-of-fold scores, calibrated as the outer model), indexed by the training
+    samples: the only genotype scores a model stacked on this fold may train on."""
+
+    def stacking_rows(self) -> pd.DataFrame:
+        """This fold's rows of :meth:`GeneModels.stacking_scores`."""
+        train = self.inner_predicted.assign(role="train", target=self.train_target)
+        test = self.predicted[list(SCORES)].assign(role="test", target=self.observed)
+        rows = pd.concat([train, test]).rename_axis("sample").reset_index()
+        return rows.assign(**{FOLD: self.fold})[STACKING_COLUMNS]
 
     def weights(self, model: str) -> pd.Series:
         """Per-variant weights (raw dosage scale) of the score behind ``model``'s prediction,
@@ -192,6 +215,14 @@ class GeneModels:
             })
         return pd.DataFrame(rows).set_index("fold")
 
+    def stacking_scores(self) -> pd.DataFrame:
+        """Per outer fold, the genotype scores a model stacked on that fold may use, in
+        :data:`STACKING_COLUMNS`: ``role`` "train" rows hold each training sample's inner
+        out-of-fold scores and training target, "test" rows the fold's test predictions and
+        observed target. A training sample's *outer* out-of-fold score came from models fitted
+        on folds that include this fold's test samples, so it is never offered."""
+        return pd.concat([f.stacking_rows() for f in self.folds], ignore_index=True)
+
     def weight_table(self) -> pd.DataFrame:
         """Every fold's :meth:`FoldModels.weight_table`, stacked."""
         return pd.concat([f.weight_table() for f in self.folds], ignore_index=True)
@@ -253,7 +284,20 @@ def fit_fold(window: CisWindow, codes: np.ndarray, expression: pd.Series,
                               "pt_prs": pt.predict(window, test),
                               "elastic_net": net.predict(dosage_block(window, eqtl.rows, test))},
                              index=pd.Index(test, name="sample"))
-    return FoldModels(fold, train, test, eqtl, baseline, pt, net, adjusted_test, predicted)
+    return FoldModels(fold, train, test, eqtl, baseline, pt, net, adjusted_test, predicted,
+                      adjusted_train, _inner_predictions(train, scores, baseline, pt,
+                                                         settings.p_thresholds))
+
+
+def _inner_predictions(train: Sequence[str], scores: InnerScores, baseline: PrsFit, pt: PrsFit,
+                       thresholds: Sequence[float]) -> pd.DataFrame:
+    """The training samples' inner out-of-fold scores through the outer models' calibrations
+    (P+T at its chosen threshold; nothing tested: the calibration's constant)."""
+    pt_scores = (scores.pt[list(thresholds).index(pt.threshold)] if pt.threshold is not None
+                 else np.zeros(len(train)))
+    return pd.DataFrame({"baseline_prs": baseline.calibration.apply(scores.baseline),
+                         "pt_prs": pt.calibration.apply(pt_scores)},
+                        index=pd.Index(list(train), name="sample"))
 
 
 def check_design(folds: pd.Series, covariates: pd.DataFrame, n_inner_folds: int) -> None:

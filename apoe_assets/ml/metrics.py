@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
+import sklearn.metrics
 
 
 def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float:
@@ -28,3 +30,17 @@ def r2_standard_error(r2: float, n: int) -> float:
     bivariate normal)."""
     r2 = min(max(r2, 0.0), 1.0)
     return float(np.sqrt(4.0 * r2 * (1.0 - r2) ** 2 / n))
+
+
+def model_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MSE, R² (scikit-learn's ``r2_score``), Pearson r with its two-sided p-value and
+    Spearman ρ of out-of-fold predictions; correlations are NaN for a constant prediction."""
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    constant = np.ptp(predicted) == 0 or np.ptp(observed) == 0
+    pearson = (np.nan, np.nan) if constant else scipy.stats.pearsonr(observed, predicted)
+    spearman = np.nan if constant else scipy.stats.spearmanr(observed, predicted).statistic
+    return {"mse": float(np.mean((observed - predicted) ** 2)),
+            "r2": float(sklearn.metrics.r2_score(observed, predicted)),
+            "pearson_r": float(pearson[0]), "pearson_p": float(pearson[1]),
+            "spearman_rho": float(spearman)}

@@ -97,7 +97,8 @@ class Residualiser:
             raise CovariateError(f"{n} samples are too few for {k} covariates: a SNP's test "
                                  f"needs at least covariates + 3 = {k + 3} samples "
                                  "(intercept, SNP and one residual degree of freedom)")
-        values = covariates.to_numpy(dtype=np.float64).T  # samples × covariates
+        # samples × covariates, C order whatever the table's layout (rounding follows layout)
+        values = np.ascontiguousarray(covariates.to_numpy(dtype=np.float64).T)
         centred = values - values.mean(axis=0)
         columns: list[np.ndarray] = []
         kept: list[str] = []
@@ -124,7 +125,11 @@ def adjust_for_covariates(train_target: np.ndarray, train_covariates: np.ndarray
     """Covariate-adjusted targets without leakage: ``[1, covariates]`` (``[samples, k]``) is
     fitted by least squares on the training samples only; returns the training residuals and
     the test targets minus the training fit's predictions (minimum-norm if rank-deficient)."""
-    design = np.column_stack([np.ones(len(train_target)), train_covariates])
+    # C order whatever the caller's layout: LAPACK and BLAS round differently by layout, and
+    # a training fit must not change because the test samples' columns were rewritten
+    design = np.ascontiguousarray(np.column_stack([np.ones(len(train_target)),
+                                                   train_covariates]), dtype=np.float64)
     beta, *_ = np.linalg.lstsq(design, train_target, rcond=None)
-    test_design = np.column_stack([np.ones(len(test_target)), test_covariates])
+    test_design = np.ascontiguousarray(np.column_stack([np.ones(len(test_target)),
+                                                        test_covariates]), dtype=np.float64)
     return train_target - design @ beta, test_target - test_design @ beta

@@ -1,0 +1,209 @@
+"""Single-gene expression models on Enformer features, beside the genotype models and on the
+same outer folds, every prediction out of fold.
+
+- ``enformer_linear``: a + b·feature (the study's track(s) at the TSS bins, haplotypes
+  combined), least squares on the training samples;
+- ``enformer_xgboost``: XGBoost on the tracks at the TSS bins and a few flanking bins of each
+  haplotype, plus ``h1``, ``h2``, their mean and absolute difference; its hyper-parameters
+  chosen on the outer training samples' nested inner folds (:mod:`~apoe_assets.ml.inner_cv`);
+- ``combined``: least squares on the Enformer feature and the genotype scores (baseline and P+T
+  PRS). **Leakage rule:** a training sample's genotype scores are its *inner* out-of-fold
+  scores from the fold's own inner models (:meth:`GeneModels.stacking_scores` "train" rows);
+  its outer out-of-fold score was fitted on folds holding this fold's test samples and is never
+  a training feature. Test samples get the fold's outer scores.
+
+The target is the genotype models' covariate-adjusted expression of the same fold (training
+fit of ``[1, covariates]``), so every model's R² is on the same scale.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from xgboost import XGBRegressor
+
+from apoe_assets.enformer.predictions import GenePredictions
+from apoe_assets.ml.folds import FOLD, fold_ids, inner_folds, split
+from apoe_assets.ml.gene_models import SCORES
+from apoe_assets.ml.inner_cv import InnerSplit, inner_splits
+from apoe_assets.ml.metrics import model_metrics
+
+ENFORMER_MODELS = ("enformer_linear", "enformer_xgboost", "combined")
+FLANK_BINS = 2
+"""Output bins kept on each side of the TSS bins for the boosting features."""
+XGB_GRID: Mapping[str, Sequence] = {"max_depth": (2, 4), "n_estimators": (50, 200),
+                                    "learning_rate": (0.05,), "min_child_weight": (5,)}
+"""Hyper-parameter grid of the boosting model (every combination scored by inner CV)."""
+
+
+def boosting_features(predictions: GenePredictions, flank_bins: int = FLANK_BINS,
+                      log1p: bool = False) -> pd.DataFrame:
+    """Per sample: each track at the TSS bins ± ``flank_bins`` (those predicted) for each
+    haplotype (``h1:<track>:<bin>``, ``h2:…``), then ``h1``, ``h2``, ``mean`` and ``absdiff``
+    of the expression feature; ``log1p`` transforms the track values first."""
+    bins = predictions.bins.tolist()
+    tss = [bins.index(b) for b in predictions.tss_bins]
+    kept = [i for i in range(min(tss) - flank_bins, max(tss) + flank_bins + 1)
+            if 0 <= i < len(bins)]
+    values = predictions.per_haplotype()[:, kept, :].astype(np.float64)
+    if log1p:
+        values = np.log1p(np.clip(values, 0.0, None))
+    table = predictions.haplotypes[["sample", "haplotype"]].reset_index(drop=True)
+    columns = {}
+    for haplotype in (1, 2):
+        rows = np.flatnonzero(table["haplotype"].to_numpy() == haplotype)
+        samples = table["sample"].to_numpy()[rows]
+        for t, track in enumerate(predictions.tracks["index"]):
+            for k, b in enumerate(kept):
+                columns[f"h{haplotype}:{track}:{bins[b]}"] = pd.Series(values[rows, k, t],
+                                                                         index=samples)
+    frame = pd.DataFrame(columns)
+    feature = predictions.features
+    frame = frame.loc[feature.index]
+    return frame.assign(h1=feature["h1"], h2=feature["h2"],
+                        mean=(feature["h1"] + feature["h2"]) / 2,
+                        absdiff=(feature["h1"] - feature["h2"]).abs())
+
+
+@dataclass(frozen=True)
+class EnformerFold:
+    """The Enformer models of one outer fold, fitted on its training samples only."""
+
+    fold: int
+    train: list[str]
+    test: list[str]
+    linear: np.ndarray
+    """Intercept and slope of ``enformer_linear``."""
+    boosting: XGBRegressor
+    boosting_params: dict
+    inner_mse: dict[str, float]
+    """Mean inner-fold MSE of each grid point (its parameters as text)."""
+    combined: np.ndarray
+    """Intercept and coefficients (feature, then :data:`SCORES`) of ``combined``."""
+    combined_train: pd.DataFrame
+    """The rows ``combined`` was fitted on: feature and the training samples' inner scores."""
+    observed: np.ndarray
+    predicted: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class EnformerModels:
+    """One gene's Enformer models: per fold, and the pooled out-of-fold predictions."""
+
+    gene_id: str
+    folds: list[EnformerFold]
+    predictions: pd.DataFrame
+    """Per sample: ``fold``, ``observed`` and one out-of-fold column per model."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def metrics(self, models: Sequence[str] = ENFORMER_MODELS) -> pd.DataFrame:
+        """Per model: pooled MSE, R², Pearson r and p, Spearman ρ, and the fold mean and
+        standard error of R²."""
+        return metrics_table(self.predictions, models)
+
+
+def metrics_table(predictions: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
+    """:func:`~apoe_assets.ml.metrics.model_metrics` of each model column of out-of-fold
+    ``predictions`` (with ``fold`` and ``observed``), pooled, plus R²'s fold mean and SE."""
+    rows = []
+    for model in models:
+        pooled = model_metrics(predictions["observed"], predictions[model])
+        per_fold = [model_metrics(g["observed"], g[model])["r2"]
+                    for _, g in predictions.groupby(FOLD)]
+        rows.append({"model": model, **pooled, "fold_r2_mean": float(np.mean(per_fold)),
+                     "fold_r2_se": float(np.std(per_fold, ddof=1) / np.sqrt(len(per_fold)))})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    design = np.column_stack([np.ones(len(y)), x])
+    return np.linalg.lstsq(design, y, rcond=None)[0]
+
+
+def _apply(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return beta[0] + np.asarray(x, dtype=np.float64) @ beta[1:]
+
+
+def _boosting(params: Mapping, seed: int) -> XGBRegressor:
+    return XGBRegressor(**params, random_state=seed, n_jobs=1, tree_method="hist")
+
+
+def tune_boosting(x: pd.DataFrame, splits: Sequence[InnerSplit], seed: int,
+                  grid: Mapping[str, Sequence] = XGB_GRID) -> tuple[dict, dict[str, float]]:
+    """The grid point with the smallest mean inner MSE over the nested ``splits`` (ties: the
+    first), and every point's mean inner MSE."""
+    names = list(grid)
+    scores: dict[str, float] = {}
+    best, best_mse = None, np.inf
+    for values in itertools.product(*(grid[n] for n in names)):
+        params = dict(zip(names, values, strict=True))
+        errors = []
+        for s in splits:
+            model = _boosting(params, seed).fit(x.iloc[s.train], s.train_target)
+            errors.append(float(np.mean((s.test_target - model.predict(x.iloc[s.test])) ** 2)))
+        scores[repr(params)] = float(np.mean(errors))
+        if scores[repr(params)] < best_mse:
+            best, best_mse = params, scores[repr(params)]
+    return dict(best), scores
+
+
+def fit_enformer_fold(features: pd.DataFrame, stacking: pd.DataFrame, expression: pd.Series,
+                      covariates: pd.DataFrame, folds: pd.Series, fold: int, *,
+                      n_inner_folds: int, seed: int,
+                      grid: Mapping[str, Sequence] = XGB_GRID) -> EnformerFold:
+    """The three Enformer models of outer fold ``fold`` from its training samples.
+
+    ``features`` are :func:`boosting_features` (``mean`` is the linear model's feature);
+    ``stacking`` is :meth:`GeneModels.stacking_scores` of the same gene and folds.
+    """
+    train, test = split(folds, fold)
+    rows = stacking[stacking[FOLD] == fold].set_index("sample")
+    train_rows = rows[rows["role"] == "train"].loc[train]
+    test_rows = rows[rows["role"] == "test"].loc[test]
+    target = train_rows["target"].to_numpy(np.float64)
+    feature = features["mean"]
+    linear = _least_squares(feature.loc[train].to_numpy()[:, None], target)
+    splits = inner_splits(train, inner_folds(folds, fold, n_inner_folds, seed), expression,
+                          covariates)
+    x_train = features.loc[train]
+    params, inner_mse = tune_boosting(x_train, splits, seed, grid)
+    boosting = _boosting(params, seed).fit(x_train, target)
+    combined_train = train_rows[list(SCORES)].assign(feature=feature.loc[train])[
+        ["feature", *SCORES]]
+    combined = _least_squares(combined_train.to_numpy(np.float64), target)
+    combined_test = test_rows[list(SCORES)].assign(feature=feature.loc[test])[
+        ["feature", *SCORES]]
+    predicted = pd.DataFrame({
+        "enformer_linear": _apply(linear, feature.loc[test].to_numpy()[:, None]),
+        "enformer_xgboost": boosting.predict(features.loc[test]).astype(np.float64),
+        "combined": _apply(combined, combined_test.to_numpy(np.float64)),
+    }, index=pd.Index(test, name="sample"))
+    return EnformerFold(fold, train, test, linear, boosting, params, inner_mse, combined,
+                        combined_train, test_rows["target"].to_numpy(np.float64), predicted)
+
+
+def enformer_models(features: pd.DataFrame, stacking: pd.DataFrame, expression: pd.Series,
+                    covariates: pd.DataFrame, folds: pd.Series, gene_id: str, *,
+                    n_inner_folds: int = 5, seed: int = 0,
+                    grid: Mapping[str, Sequence] = XGB_GRID) -> EnformerModels:
+    """Out-of-fold predictions of the Enformer models of one gene for every fold sample.
+
+    A fold sample without Enformer features is an error naming it (the features must cover
+    every sample with genotypes and expression).
+    """
+    absent = [s for s in folds.index if s not in features.index]
+    if absent:
+        raise ValueError(f"{gene_id}: {len(absent)} fold sample(s) have no Enformer features, "
+                         f"e.g. {', '.join(map(str, absent[:3]))}; re-materialise "
+                         "enformer_predictions for this gene")
+    fitted = [fit_enformer_fold(features, stacking, expression, covariates, folds, fold,
+                                n_inner_folds=n_inner_folds, seed=seed, grid=grid)
+              for fold in fold_ids(folds)]
+    frames = [pd.DataFrame({FOLD: f.fold, "observed": f.observed}, index=f.predicted.index)
+              .join(f.predicted) for f in fitted]
+    predictions = pd.concat(frames).loc[folds.index]
+    return EnformerModels(gene_id, fitted, predictions)
