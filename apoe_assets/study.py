@@ -106,6 +106,8 @@ class EnformerSettings(BaseModel):
     reverse_complement: bool = Field(
         False, description="average each prediction with that of the reverse complement")
     device: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
+    log1p: bool = Field(
+        False, description="log1p-transform the track values the boosting model sees")
 
 
 class Study(BaseModel):

@@ -23,6 +23,7 @@ from apoe_assets.enformer.model import EnformerConfig
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.genomics.personal import SequenceFolder
 from apoe_assets.materialize import QUIET, materialize_all
+from apoe_assets.ml.enformer_models import ENFORMER_MODELS, boosting_features, enformer_models
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import failure_message, snapshot
 from apoe_assets_tests.float32 import recorded_tolerance
@@ -172,3 +173,47 @@ def test_failed_run_leaves_the_good_output(backfill: Backfill, tmp_path: Path, c
     message = failure_message([result])
     assert advice in message and "enformer." in message
     assert snapshot(backfill.storage / "enformer_predictions") == before
+
+
+MODEL_ASSETS = ("expression", "covariates", "cv_folds", "cis_eqtl", "prs_scores", "prs_weights",
+                "prs_fold_scores", "gene_models")
+
+
+@pytest.fixture(scope="module")
+def models(backfill: Backfill) -> dict[str, dict]:
+    """The genotype models and ``gene_models`` of both genes, on the stored predictions."""
+    with dg.instance_for_test() as instance:
+        results = materialize_all(build_definitions(load_study(backfill.study_file)), instance,
+                                  report=lambda _: None,
+                                  selection=dg.AssetSelection.assets(*MODEL_ASSETS))
+    assert all(r.success for r in results), failure_message(results)
+    return {e.partition: e.materialization.metadata for r in results
+            for e in r.get_asset_materialization_events()
+            if e.asset_key == dg.AssetKey("gene_models")}
+
+
+@pytest.mark.parametrize("gene", GENES[:1])
+def test_gene_models_stores_every_model_out_of_fold(backfill: Backfill, models, gene: str
+                                                    ) -> None:
+    """``gene_models`` holds, per sample, the genotype models' stored out-of-fold predictions
+    and the Enformer models' computed by the core from the stored predictions, fold scores,
+    expression and covariates; its metadata's R² are those of the stored table."""
+    storage = backfill.storage
+    table = pd.read_parquet(storage / "gene_models" / f"{gene}.parquet")
+    scores = pd.read_parquet(storage / "prs_scores" / f"{gene}.parquet")
+    pd.testing.assert_frame_equal(table[scores.columns], scores)
+    study = load_study(backfill.study_file)
+    gene_id = study.gene_table.set_index("partition_key").loc[gene, "gene_id"]
+    folds = pd.read_parquet(storage / "cv_folds.parquet")["fold"]
+    direct = enformer_models(
+        boosting_features(backfill.predictions(gene)),
+        pd.read_parquet(storage / "prs_fold_scores" / f"{gene}.parquet"),
+        pd.read_parquet(storage / "expression.parquet").loc[gene_id],
+        pd.read_parquet(storage / "covariates.parquet"), folds, gene_id,
+        n_inner_folds=study.prs.inner_folds, seed=study.seed)
+    pd.testing.assert_frame_equal(table[list(ENFORMER_MODELS)],
+                                  direct.predictions[list(ENFORMER_MODELS)])
+    for model in ENFORMER_MODELS:
+        r2 = 1 - ((table["observed"] - table[model]) ** 2).sum() / (
+            (table["observed"] - table["observed"].mean()) ** 2).sum()
+        assert models[gene][f"r2_{model}"].value == pytest.approx(r2)

@@ -117,8 +117,8 @@ def weights_metadata(weights: pd.DataFrame) -> dict:
 
 
 def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
-    """``prs_scores`` and ``prs_weights``, partitioned by gene, up to ``genes_per_run`` genes
-    a run."""
+    """``prs_scores``, ``prs_weights`` and ``prs_fold_scores``, partitioned by gene, up to
+    ``genes_per_run`` genes a run."""
 
     @dg.multi_asset(
         outs={
@@ -126,6 +126,11 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                       description="Out-of-fold predictions per sample."),
             "prs_weights": dg.AssetOut(group_name=GROUP, kinds={"pandas"},
                                        description="Per-fold weights behind the predictions."),
+            "prs_fold_scores": dg.AssetOut(
+                group_name=GROUP, kinds={"pandas"},
+                description="Per outer fold, the genotype scores a stacked model may use: "
+                            "inner out-of-fold scores of its training samples, outer scores "
+                            "of its test samples."),
         },
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
@@ -146,7 +151,7 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "genotypes"))
         tables = by_partition(cis_eqtl, genes)
         truth = planted_genes(config.truth)
-        scores, weights = ByPartition(), ByPartition()
+        scores, weights, fold_scores = ByPartition(), ByPartition(), ByPartition()
         for key in genes:
             gene = gene_row(gene_annotation, key)
             result, seconds = fit_gene(context, config, gene, chromosomes[gene["chrom"]],
@@ -154,11 +159,13 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             truth_row = (truth.loc[gene["gene_id"]]
                          if truth is not None and gene["gene_id"] in truth.index else None)
             scores[key], weights[key] = result.predictions, result.weight_table()
+            fold_scores[key] = result.stacking_scores()
             context.add_asset_metadata(_metadata(result, key, truth_row, seconds),
                                        asset_key="prs_scores", partition_key=key)
             context.add_asset_metadata(weights_metadata(weights[key]),
                                        asset_key="prs_weights", partition_key=key)
         yield dg.Output(scores, output_name="prs_scores")
         yield dg.Output(weights, output_name="prs_weights")
+        yield dg.Output(fold_scores, output_name="prs_fold_scores")
 
     return [prs_models]
