@@ -32,11 +32,18 @@ def r2_standard_error(r2: float, n: int) -> float:
     return float(np.sqrt(4.0 * r2 * (1.0 - r2) ** 2 / n))
 
 
+METRICS = ("mse", "r2", "pearson_r", "pearson_p", "spearman_rho")
+"""What :func:`model_metrics` reports."""
+
+
 def model_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """MSE, R² (scikit-learn's ``r2_score``), Pearson r with its two-sided p-value and
-    Spearman ρ of out-of-fold predictions; correlations are NaN for a constant prediction."""
+    Spearman ρ of out-of-fold predictions; NaN throughout for no or NaN predictions (a skipped
+    model), correlations NaN when either side is constant."""
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
+    if len(observed) == 0 or not np.isfinite(predicted).all():
+        return dict.fromkeys(METRICS, float("nan"))
     constant = np.ptp(predicted) == 0 or np.ptp(observed) == 0
     pearson = (np.nan, np.nan) if constant else scipy.stats.pearsonr(observed, predicted)
     spearman = np.nan if constant else scipy.stats.spearmanr(observed, predicted).statistic

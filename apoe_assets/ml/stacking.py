@@ -83,8 +83,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.stats
-import sklearn.metrics
 from sklearn.base import BaseEstimator
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import RandomForestRegressor
@@ -95,6 +93,7 @@ from xgboost import XGBRegressor
 
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
 from apoe_assets.ml.inner_cv import InnerSplit, held_out_targets, inner_splits
+from apoe_assets.ml.metrics import model_metrics
 from apoe_assets.stats.residualise import adjust_for_covariates, explained_entirely
 
 BASE_MODELS = ("ridge", "polynomial", "random_forest", "elastic_net", "xgboost")
@@ -125,7 +124,6 @@ META_PARAMS: Mapping[str, object] = {"n_estimators": 100, "max_depth": 2, "learn
                                      "min_child_weight": 10}
 """The meta-learner's hyper-parameters (fixed: tuning it by CV on inner out-of-fold rows would
 score rows whose features were fitted on the rows it is scored against)."""
-METRICS = ("mse", "r2", "pearson_r", "pearson_p", "spearman_rho")
 FEATURE_KEYS = (FOLD, "sample", "role")
 """Key columns of ``fold_features``; every other column is a feature."""
 NOT_FEATURES = ("target", "observed")
@@ -141,23 +139,6 @@ class LeakageError(AssertionError):
 
 
 # ---------------------------------------------------------------------------- metrics
-
-
-def prediction_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """MSE, R² (``sklearn.metrics.r2_score``), Pearson r with its two-sided p-value and
-    Spearman ρ of out-of-fold predictions; NaN throughout for NaN predictions (a skipped
-    model), correlations NaN when either side is constant."""
-    observed = np.asarray(observed, dtype=np.float64)
-    predicted = np.asarray(predicted, dtype=np.float64)
-    if len(observed) == 0 or not np.isfinite(predicted).all():
-        return dict.fromkeys(METRICS, math.nan)
-    constant = np.ptp(predicted) == 0 or np.ptp(observed) == 0
-    pearson = (math.nan, math.nan) if constant else scipy.stats.pearsonr(observed, predicted)
-    spearman = math.nan if constant else scipy.stats.spearmanr(observed, predicted).statistic
-    return {"mse": float(np.mean((observed - predicted) ** 2)),
-            "r2": float(sklearn.metrics.r2_score(observed, predicted)),
-            "pearson_r": float(pearson[0]), "pearson_p": float(pearson[1]),
-            "spearman_rho": float(spearman)}
 
 
 # ---------------------------------------------------------------------------- models
@@ -496,12 +477,12 @@ class StackResult:
                                            "tuned_on", "predicted", "inputs"])
 
     def metrics(self) -> pd.DataFrame:
-        """Per model: pooled :func:`prediction_metrics`, the fold mean and standard error of
-        R², and ``n``."""
+        """Per model: pooled :func:`~apoe_assets.ml.metrics.model_metrics`, the fold mean and
+        standard error of R², and ``n``."""
         per_fold = self.fold_metrics()
         rows = []
         for model in self.columns:
-            pooled = prediction_metrics(self.predictions["observed"], self.predictions[model])
+            pooled = model_metrics(self.predictions["observed"], self.predictions[model])
             r2 = per_fold.xs(model, level="model")["r2"].to_numpy()
             rows.append({"model": model, **pooled, "fold_r2_mean": float(np.mean(r2)),
                          "fold_r2_se": float(np.std(r2, ddof=1) / np.sqrt(len(r2)))
@@ -510,12 +491,13 @@ class StackResult:
         return pd.DataFrame(rows).set_index("model")
 
     def fold_metrics(self) -> pd.DataFrame:
-        """Per (fold, model): :func:`prediction_metrics` of the fold's test samples, ``n``."""
+        """Per (fold, model): :func:`~apoe_assets.ml.metrics.model_metrics` of the fold's test
+        samples, ``n``."""
         rows = []
         for fold, group in self.predictions.groupby(FOLD, sort=True):
             for model in self.columns:
                 rows.append({FOLD: int(fold), "model": model,
-                             **prediction_metrics(group["observed"], group[model]),
+                             **model_metrics(group["observed"], group[model]),
                              "n": len(group)})
         return pd.DataFrame(rows).set_index([FOLD, "model"])
 
