@@ -23,7 +23,7 @@ from apoe_assets_tests.studies import demo_copy
 
 GENES = ["BCAM", "NECTIN2", "RELB"]
 """In the study's partition order (by position), so the range BCAM … RELB is these three."""
-GENE_ASSETS = ["cis_eqtl", "prs_scores", "prs_weights"]
+GENE_ASSETS = ["cis_eqtl", "prs_scores", "prs_weights", "prs_fold_scores"]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 

@@ -22,7 +22,8 @@ from apoe_assets_tests.ml.demo import Demo, shared_demo
 from apoe_assets_tests.studies import demo_copy
 
 GENE = "NECTIN2"
-SELECTION = dg.AssetSelection.assets("prs_scores", "prs_weights").upstream()
+PRS_ASSETS = ("prs_scores", "prs_weights", "prs_fold_scores")
+SELECTION = dg.AssetSelection.assets(*PRS_ASSETS).upstream()
 REPRODUCE_TOLERANCE = 1e-9
 
 
@@ -59,6 +60,8 @@ def test_stored_predictions_are_the_core_result(materialised, demo: Demo) -> Non
     pd.testing.assert_frame_equal(stored, direct.predictions)
     pd.testing.assert_frame_equal(_stored(materialised[0], "prs_weights"),
                                   direct.weight_table())
+    pd.testing.assert_frame_equal(_stored(materialised[0], "prs_fold_scores"),
+                                  direct.stacking_scores())
 
 
 def test_stored_weights_reproduce_the_predictions(materialised, demo: Demo) -> None:
@@ -100,7 +103,7 @@ def test_metadata_carries_thresholds_and_r2(materialised, demo: Demo) -> None:
 
 
 def _outputs(storage: Path) -> dict[str, str]:
-    return {f"{asset}/{name}": digest for asset in ("prs_scores", "prs_weights")
+    return {f"{asset}/{name}": digest for asset in PRS_ASSETS
             for name, digest in snapshot(storage / asset).items()}
 
 
@@ -115,8 +118,7 @@ def test_stale_eqtl_table_fails_and_keeps_outputs(materialised) -> None:
     before = _outputs(storage)
     demo_copy(study_file.parent, genes=[GENE], eqtl={"permutations": 20, "maf_threshold": 0.02})
     try:
-        results = _materialise(study_file, dg.AssetSelection.assets("prs_scores",
-                                                                    "prs_weights"))
+        results = _materialise(study_file, dg.AssetSelection.assets(*PRS_ASSETS))
     finally:
         demo_copy(study_file.parent, genes=[GENE], eqtl={"permutations": 20})
     assert not results[-1].success

@@ -51,7 +51,7 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                  n_inner_folds=config.prs.inner_folds, seed=config.seed)
         table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
         metrics = metrics_table(table, ALL_MODELS)
-        best = str(metrics["r2"].idxmax())
+        best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
         context.add_output_metadata({
             "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
             **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in ALL_MODELS}),
