@@ -20,6 +20,9 @@ def by_partition(loaded: Any, keys: Iterable[str]) -> dict[str, Any]:
     """An input as partition key → value, whether the run loaded one partition (the value
     itself) or several (a mapping by key)."""
     keys = list(keys)
+    if not keys:
+        raise ValueError("the run covers no partition of this input (a partition range whose "
+                         "start comes after its end in the partitions' order?)")
     return dict(loaded) if len(keys) > 1 else {keys[0]: loaded}
 
 
