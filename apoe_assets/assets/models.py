@@ -4,6 +4,7 @@ prediction out of fold on the shared folds, compared in one table."""
 from collections.abc import Sequence
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from apoe_assets.assets.eqtl import gene_expression, gene_row
@@ -50,12 +51,16 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                  covariates, folds, str(gene["gene_id"]),
                                  n_inner_folds=config.prs.inner_folds, seed=config.seed)
         table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
-        metrics = metrics_table(table, ALL_MODELS)
+        scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
+        metrics = metrics_table(scored, ALL_MODELS)
+        for note in result.notes:
+            context.log.warning(f"{key}: {note}")
         best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
         context.add_output_metadata({
             "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
             **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in ALL_MODELS}),
             "best_model": best,
+            "notes": "; ".join(result.notes) or "none",
             "boosting_parameters": ", ".join(f"{f.fold}: {f.boosting_params}"
                                              for f in result.folds),
             "prediction_plot": prediction_plot(

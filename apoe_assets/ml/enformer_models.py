@@ -31,6 +31,7 @@ from apoe_assets.ml.folds import FOLD, fold_ids, inner_folds, split
 from apoe_assets.ml.gene_models import SCORES
 from apoe_assets.ml.inner_cv import InnerSplit, inner_splits
 from apoe_assets.ml.metrics import model_metrics
+from apoe_assets.stats.residualise import Residualiser, explained_entirely
 
 ENFORMER_MODELS = ("enformer_linear", "enformer_xgboost", "combined")
 FLANK_BINS = 2
@@ -99,16 +100,19 @@ class EnformerModels:
     predictions: pd.DataFrame
     """Per sample: ``fold``, ``observed`` and one out-of-fold column per model."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    scored: bool = True
+    """False when the covariates explain the expression entirely: no model is scored."""
 
     def metrics(self, models: Sequence[str] = ENFORMER_MODELS) -> pd.DataFrame:
         """Per model: pooled MSE, R², Pearson r and p, Spearman ρ, and the fold mean and
-        standard error of R²."""
+        standard error of R² (NaN for a gene whose expression the covariates explain)."""
         return metrics_table(self.predictions, models)
 
 
 def metrics_table(predictions: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
     """:func:`~apoe_assets.ml.metrics.model_metrics` of each model column of out-of-fold
-    ``predictions`` (with ``fold`` and ``observed``), pooled, plus R²'s fold mean and SE."""
+    ``predictions`` (with ``fold`` and ``observed``), pooled, plus R²'s fold mean and SE; a
+    model whose predictions are NaN (skipped) has NaN metrics."""
     rows = []
     for model in models:
         pooled = model_metrics(predictions["observed"], predictions[model])
@@ -195,6 +199,15 @@ def enformer_models(features: pd.DataFrame, stacking: pd.DataFrame, expression: 
     A fold sample without Enformer features is an error naming it (the features must cover
     every sample with genotypes and expression).
     """
+    samples = folds.index.tolist()
+    values = expression.loc[samples].to_numpy(np.float64)
+    if explained_entirely(values, Residualiser.fit(covariates, samples).transform(values)):
+        predictions = stacking[stacking["role"] == "test"].set_index("sample").loc[samples]
+        predictions = predictions[[FOLD]].assign(observed=predictions["target"],
+                                                **dict.fromkeys(ENFORMER_MODELS, np.nan))
+        return EnformerModels(gene_id, [], predictions, (
+            "expression is constant after removing the covariates: the Enformer models are "
+            "skipped (predictions and metrics NaN)",), scored=False)
     absent = [s for s in folds.index if s not in features.index]
     if absent:
         raise ValueError(f"{gene_id}: {len(absent)} fold sample(s) have no Enformer features, "

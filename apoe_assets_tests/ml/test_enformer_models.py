@@ -122,12 +122,9 @@ def test_replaced_held_out_fold_changes_nothing_fitted(study) -> None:
 
 def _window_of(models: GeneModels):
     """The window the study's genotype models were fitted on (rebuilt from the seed)."""
-    rng = np.random.default_rng(SEED)
-    samples = [f"s{i:03d}" for i in range(N_SAMPLES)]
-    dosages = rng.binomial(2, rng.uniform(0.2, 0.5, N_VARIANTS)[:, None],
-                           (N_VARIANTS, N_SAMPLES)).astype(np.float64)
-    assert models.predictions.index.tolist() == samples
-    return _window(dosages, samples)
+    window = _window_of_samples()
+    assert models.predictions.index.tolist() == window.samples
+    return window
 
 
 def test_planted_enformer_signal_is_recovered(study) -> None:
@@ -178,3 +175,28 @@ def test_a_sample_without_features_is_named(study) -> None:
     features, expression, covariates, folds, models, _ = study
     with pytest.raises(ValueError, match=r"1 fold sample\(s\) have no Enformer features"):
         _fit(features.drop(index="s005"), expression, covariates, folds, models)
+
+
+def test_constant_expression_skips_the_enformer_models(study) -> None:
+    """Expression that is exactly a linear combination of the covariates leaves only rounding:
+    the Enformer models are skipped with a note, predictions and metrics NaN — not an R² of
+    rounding noise (0.0009 for the linear model unguarded, on residuals of ~1e-15). Fails
+    without the check."""
+    features, _, covariates, folds, _, _ = study
+    expression = pd.Series(2.0 + 3.0 * covariates.loc["c1"].to_numpy(), index=folds.index)
+    models = gene_models(_window_of_samples(), expression, covariates, GENE, folds, SETTINGS)
+    result = _fit(features, expression, covariates, folds, models)
+    assert not result.scored
+    assert result.predictions[list(ENFORMER_MODELS)].isna().all().all()
+    assert result.metrics()[["r2", "pearson_r", "mse"]].isna().all().all()
+    assert any("expression is constant after removing the covariates" in n
+               for n in result.notes)
+
+
+def _window_of_samples():
+    """The study's genotype window, rebuilt from the seed as :func:`_study` draws it."""
+    rng = np.random.default_rng(SEED)
+    samples = [f"s{i:03d}" for i in range(N_SAMPLES)]
+    dosages = rng.binomial(2, rng.uniform(0.2, 0.5, N_VARIANTS)[:, None],
+                           (N_VARIANTS, N_SAMPLES)).astype(np.float64)
+    return _window(dosages, samples)
