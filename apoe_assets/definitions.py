@@ -18,6 +18,7 @@ from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.checks import ingestion_checks
 from apoe_assets.partitions import study_partitions
 from apoe_assets.resources.enformer import EnformerResource
+from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import AssetStorage
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study, load_study
@@ -58,6 +59,7 @@ def build_definitions(study: Study) -> dg.Definitions:
             "io_manager": AssetStorage(root=study.storage_root),
             "study": StudyResource(path=str(study.source)),
             "enformer": enformer_resource(study),
+            "mlflow": MlflowTracking.from_study(study),
         },
     )
 

@@ -163,8 +163,8 @@ def write_tiny_study(folder: Path, records: list[Record] | None = None,
 
 
 def demo_copy(folder: Path, **fields: object) -> Path:
-    """The bundled demo study with absolute paths, its own storage under ``folder`` and
-    ``fields`` changed; returns the new study file."""
+    """The bundled demo study with absolute paths, its own storage and MLflow store under
+    ``folder`` and ``fields`` changed; returns the new study file."""
     from apoe_assets.study import DEMO_STUDY
 
     study = yaml.safe_load(DEMO_STUDY.read_text())
@@ -175,7 +175,8 @@ def demo_copy(folder: Path, **fields: object) -> Path:
     for key in ("weights", "targets"):
         if study.get("enformer", {}).get(key):
             study["enformer"][key] = str(DEMO_STUDY.parent / study["enformer"][key])
-    study.update(storage_root=str(folder / "storage"), **fields)
+    study.update(storage_root=str(folder / "storage"),
+                 mlflow_tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", **fields)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))

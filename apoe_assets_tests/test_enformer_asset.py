@@ -8,25 +8,47 @@ the model is loaded once for both genes, and a failed run leaves the good output
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from apoe_assets.assets.models import ALL_MODELS
+from apoe_assets.assets.models import VERSION as MODELS_VERSION
 from apoe_assets.definitions import JAX_CACHE, build_definitions
 from apoe_assets.demo.enformer_component import FEATURE_DECIMALS
 from apoe_assets.enformer.model import EnformerConfig
 from apoe_assets.enformer.predictions import GenePredictions
+from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.personal import SequenceFolder
+from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.materialize import QUIET, materialize_all
 from apoe_assets.ml.enformer_models import ENFORMER_MODELS, boosting_features, enformer_models
+from apoe_assets.ml.gene_models import MODELS
+from apoe_assets.ml.tracking import (
+    ROLE_PARENT,
+    SINGLE_GENE,
+    TAG_ASSET_KEY,
+    TAG_CODE_VERSION,
+    TAG_DAGSTER_RUN_ID,
+    TAG_DATA_VERSION,
+    TAG_GENE,
+    TAG_MODEL,
+    TAG_PARTITION,
+    TAG_ROLE,
+)
+from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import failure_message, snapshot
 from apoe_assets_tests.float32 import recorded_tolerance
+from apoe_assets_tests.mlflow_server import free_port, mlflow_server
 from apoe_assets_tests.studies import demo_copy
 
 GENES = ["APOE", "APOC1"]
@@ -179,22 +201,44 @@ MODEL_ASSETS = ("expression", "covariates", "cv_folds", "cis_eqtl", "prs_scores"
                 "prs_fold_scores", "gene_models")
 
 
+@dataclass(frozen=True)
+class Models:
+    """The model assets materialised against a real MLflow server."""
+
+    study_file: Path
+    tracking: MlflowTracking
+    metadata: dict[str, dict]
+    """gene → gene_models' materialisation metadata."""
+
+    def table(self, gene: str) -> pd.DataFrame:
+        return pd.read_parquet(Path(load_study(self.study_file).storage_root) / "gene_models"
+                               / f"{gene}.parquet")
+
+
 @pytest.fixture(scope="module")
-def models(backfill: Backfill) -> dict[str, dict]:
-    """The genotype models and ``gene_models`` of both genes, on the stored predictions."""
-    with dg.instance_for_test() as instance:
-        results = materialize_all(build_definitions(load_study(backfill.study_file)), instance,
-                                  report=lambda _: None,
-                                  selection=dg.AssetSelection.assets(*MODEL_ASSETS))
-    assert all(r.success for r in results), failure_message(results)
-    return {e.partition: e.materialization.metadata for r in results
-            for e in r.get_asset_materialization_events()
-            if e.asset_key == dg.AssetKey("gene_models")}
+def models(backfill: Backfill, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
+    """The genotype models and ``gene_models`` of both genes, on the stored predictions,
+    logged to a real `mlflow server` on 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    with mlflow_server(folder) as url:
+        fields = yaml.safe_load(backfill.study_file.read_text())
+        study_file = folder / "study.yaml"
+        study_file.write_text(yaml.safe_dump({**fields, "mlflow_tracking_uri": url},
+                                             sort_keys=False))
+        with dg.instance_for_test() as instance:
+            results = materialize_all(build_definitions(load_study(study_file)), instance,
+                                      report=lambda _: None,
+                                      selection=dg.AssetSelection.assets(*MODEL_ASSETS))
+        assert all(r.success for r in results), failure_message(results)
+        yield Models(study_file, MlflowTracking(tracking_uri=url),
+                     {e.partition: e.materialization.metadata for r in results
+                      for e in r.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey("gene_models")})
 
 
 @pytest.mark.parametrize("gene", GENES[:1])
-def test_gene_models_stores_every_model_out_of_fold(backfill: Backfill, models, gene: str
-                                                    ) -> None:
+def test_gene_models_stores_every_model_out_of_fold(backfill: Backfill, models: Models,
+                                                    gene: str) -> None:
     """``gene_models`` holds, per sample, the genotype models' stored out-of-fold predictions
     and the Enformer models' computed by the core from the stored predictions, fold scores,
     expression and covariates; its metadata's R² are those of the stored table."""
@@ -216,4 +260,146 @@ def test_gene_models_stores_every_model_out_of_fold(backfill: Backfill, models, 
     for model in ENFORMER_MODELS:
         r2 = 1 - ((table["observed"] - table[model]) ** 2).sum() / (
             (table["observed"] - table["observed"].mean()) ** 2).sum()
-        assert models[gene][f"r2_{model}"].value == pytest.approx(r2)
+        assert models.metadata[gene][f"r2_{model}"].value == pytest.approx(r2)
+
+
+def _r2(observed: pd.Series, predicted: pd.Series) -> float:
+    return float(1 - ((observed - predicted) ** 2).sum()
+                 / ((observed - observed.mean()) ** 2).sum())
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("gene", GENES)
+def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
+    """Per gene: one parent run of its Dagster run in the ``single-gene`` experiment and, under
+    it, one FINISHED run per model with the five Dagster tags, the pooled R² and the per-fold
+    R² recomputed here from the stored out-of-fold table, the exported fold as a parameter,
+    a logged model and an observed-vs-predicted plot. Catches a missing or mis-tagged run, a
+    run outside its parent, and metrics that are not those of the stored predictions."""
+    client = models.tracking.client()
+    experiment = client.get_experiment_by_name(SINGLE_GENE)
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == ROLE_PARENT
+               and r.data.tags[TAG_PARTITION] == gene]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = {r.data.tags[TAG_MODEL]: r for r in runs
+                if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id}
+    assert sorted(children) == sorted(ALL_MODELS)
+    table = models.table(gene)
+    for model, run in children.items():
+        tags = run.data.tags
+        assert run.info.status == "FINISHED" and tags[TAG_GENE] == gene
+        assert tags[TAG_DAGSTER_RUN_ID] == parent.data.tags[TAG_DAGSTER_RUN_ID]
+        assert (tags[TAG_ASSET_KEY], tags[TAG_PARTITION], tags[TAG_CODE_VERSION]) == (
+            "gene_models", gene, MODELS_VERSION)
+        assert len(tags[TAG_DATA_VERSION]) == 16
+        assert run.data.metrics["r2"] == pytest.approx(_r2(table["observed"], table[model]))
+        history = client.get_metric_history(run.info.run_id, "fold/r2")
+        expected = {int(f): _r2(g["observed"], g[model]) for f, g in table.groupby("fold")}
+        assert {m.step: pytest.approx(m.value) for m in history} == expected
+        assert int(run.data.params["exported_fold"]) == min(expected)
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+        assert artifacts == ["plots/observed_vs_predicted.png"]
+
+
+def _held_out_inputs(study_file: Path, storage: Path, gene: str, model: str, estimator: object,
+                     fold: int, test: pd.Index) -> pd.DataFrame:
+    """The inputs of ``model`` for the people of ``fold``, rebuilt from the study's files and
+    the stored upstream assets (not from anything the model run logged)."""
+    if model in MODELS:  # ALT dosages of the weighted variants, from the VCF
+        study = load_study(study_file)
+        reference = ReferenceGenome(study.reference_fasta)
+        chrom = study.gene_table.set_index("partition_key").loc[gene, "chrom"]
+        genotypes, _ = read_genotypes(study.genotypes[chrom] if isinstance(study.genotypes, dict)
+                                      else study.genotypes, chrom, reference)
+        names = list(estimator.feature_names_in_)
+        row_of = {v: i for i, v in enumerate(genotypes.variants["variant_id"])}
+        column_of = {s: i for i, s in enumerate(genotypes.samples)}
+        dosages = genotypes.dosages()[np.ix_([row_of[v] for v in names],
+                                             [column_of[s] for s in test])].astype(np.float64)
+        weights = pd.read_parquet(storage / "prs_weights" / f"{gene}.parquet")
+        means = weights[(weights["fold"] == fold) & (weights["model"] == model)].set_index(
+            "variant_id").loc[names, "mean_dosage"].to_numpy()[:, None]
+        return pd.DataFrame(np.where(np.isnan(dosages), means, dosages).T, index=test,
+                            columns=names)
+    predictions = GenePredictions.read(storage / "enformer_predictions" / f"{gene}.predictions")
+    feature = predictions.features.loc[test, ["h1", "h2"]].mean(axis=1).rename("feature")
+    if model == "enformer_linear":
+        return feature.to_frame()
+    if model == "combined":
+        scores = pd.read_parquet(storage / "prs_fold_scores" / f"{gene}.parquet")
+        scores = scores[(scores["fold"] == fold) & (scores["role"] == "test")].set_index("sample")
+        return feature.to_frame().join(scores.loc[test, ["baseline_prs", "pt_prs"]])
+    return boosting_features(predictions).loc[test]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("gene", GENES)
+def test_logged_models_and_champion_predict_their_folds_held_out_people(
+        backfill: Backfill, models: Models, gene: str, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """With MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false every logged model of the gene loads
+    (scikit-learn from skops, XGBoost from UBJ) and predicts, for the held-out people of its
+    exported fold, from inputs rebuilt here from the VCF and the stored predictions, the stored
+    out-of-fold predictions (float64 models to 1e-9, XGBoost's float32 to 1e-5 of the observed
+    SD). ``<gene>-expression@champion`` is the model with the best R² recomputed from the stored
+    table, its version linked to that run; an XGBoost champion also loads through
+    ``mlflow.pyfunc``. Catches an exported fit that is not the fold's, wrong coefficients or
+    intercepts, a champion that is not the best, and a pickled model."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", models.tracking.tracking_uri)
+    client = models.tracking.client()
+    table = models.table(gene)
+    spread = table["observed"].std()
+    runs = client.search_runs([client.get_experiment_by_name(SINGLE_GENE).experiment_id],
+                              filter_string=f"tags.{TAG_GENE} = '{gene}'")
+    loaded = {}
+    for run in runs:
+        model = run.data.tags[TAG_MODEL]
+        fold = int(run.data.params["exported_fold"])
+        test = table.index[table["fold"] == fold]
+        [logged] = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'")
+        estimator = models.tracking.load_model(f"models:/{logged.model_id}")
+        inputs = _held_out_inputs(models.study_file, backfill.storage, gene, model, estimator,
+                                  fold, test)
+        tolerance = 1e-5 if model == "enformer_xgboost" else 1e-9
+        np.testing.assert_allclose(estimator.predict(inputs), table.loc[test, model],
+                                   rtol=0, atol=tolerance * spread)
+        loaded[model] = (run.info.run_id, inputs, test)
+    assert sorted(loaded) == sorted(ALL_MODELS)
+    best = max(ALL_MODELS, key=lambda m: _r2(table["observed"], table[m]))
+    version = client.get_model_version_by_alias(f"{gene}-expression", "champion")
+    assert version.run_id == loaded[best][0]
+    champion = models.tracking.load_model(f"models:/{gene}-expression@champion")
+    _, inputs, test = loaded[best]
+    np.testing.assert_allclose(champion.predict(inputs), table.loc[test, best], rtol=0,
+                               atol=1e-5 * spread)
+    if best == "enformer_xgboost":
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{gene}-expression@champion")
+        np.testing.assert_allclose(np.asarray(pyfunc.predict(inputs)), table.loc[test, best],
+                                   rtol=0, atol=1e-5 * spread)
+    assert models.metadata[gene]["champions"].value.startswith(f"{gene}: {best} (v")
+
+
+@pytest.mark.e2e
+def test_unreachable_mlflow_fails_gene_models_before_fitting(backfill: Backfill, models: Models,
+                                                             tmp_path: Path) -> None:
+    """An MLflow store that does not answer fails ``gene_models`` at once, naming the URI, and
+    leaves the stored table as it was."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    fields = yaml.safe_load(models.study_file.read_text())
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({**fields, "mlflow_tracking_uri": uri}))
+    before = snapshot(backfill.storage / "gene_models")
+    job = build_definitions(load_study(study_file)).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, partition_key=GENES[0],
+                                        asset_selection=[dg.AssetKey("gene_models")],
+                                        run_config=QUIET, raise_on_error=False)
+    assert not result.success
+    message = failure_message([result])
+    assert f"MLflow tracking store {uri} is unreachable" in message
+    assert snapshot(backfill.storage / "gene_models") == before

@@ -1,7 +1,9 @@
 """The study's question per gene: the Enformer models beside the genotype models, every
-prediction out of fold on the shared folds, compared in one table."""
+prediction out of fold on the shared folds, compared in one table and logged to MLflow."""
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -9,52 +11,118 @@ import pandas as pd
 
 from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
+from apoe_assets.assets.model_tracking import log_models, tracking_metadata
 from apoe_assets.assets.plots import prediction_plot
+from apoe_assets.assets.prs import model_settings
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.enformer_models import (
     ENFORMER_MODELS,
+    FLANK_BINS,
+    XGB_GRID,
+    EnformerModels,
     boosting_features,
     enformer_models,
     metrics_table,
 )
+from apoe_assets.ml.exported_models import (
+    ExportedModel,
+    check_exported,
+    enformer_exports,
+    export_fold,
+    genotype_export,
+)
 from apoe_assets.ml.folds import FOLD
-from apoe_assets.ml.gene_models import MODELS
+from apoe_assets.ml.gene_models import MODELS, SCORES
+from apoe_assets.ml.tracking import SINGLE_GENE, inputs_digest
 from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.mlflow_tracking import MlflowTracking
+from apoe_assets.resources.storage import by_partition
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stats.eqtl import cis_window
+from apoe_assets.study import Study
 
 GROUP = "models"
 ALL_MODELS: Sequence[str] = (*MODELS, *ENFORMER_MODELS)
-VERSION = "1"
-"""Code version of ``gene_models``: bump it when its results change."""
+VERSION = "2"
+"""Code version of ``gene_models``: bump it when its results change (2: MLflow runs)."""
+
+
+def model_params(config: Study, result: EnformerModels) -> dict[str, dict[str, Any]]:
+    """What each model's MLflow run records as parameters: the study's settings behind it and
+    the hyper-parameters chosen per fold."""
+    genotype = dataclasses.asdict(model_settings(config))
+    enformer = {"tracks": config.enformer.tracks, "haplotypes": config.enformer.haplotypes,
+                "log1p": config.enformer.log1p}
+    return {
+        **{m: genotype for m in MODELS},
+        "enformer_linear": {**enformer, "feature": "mean of the haplotypes' TSS-bin sums"},
+        "enformer_xgboost": {**enformer, "grid": dict(XGB_GRID), "flank_bins": FLANK_BINS,
+                             "inner_folds": config.prs.inner_folds, "seed": config.seed,
+                             "chosen": {f"fold_{f.fold}": f.boosting_params
+                                        for f in result.folds}},
+        "combined": {**enformer, "features": ["feature", *SCORES],
+                     "training_scores": "inner out-of-fold"},
+    }
+
+
+def exported_models(result: EnformerModels, features: pd.DataFrame, fold_scores: pd.DataFrame,
+                    weights: pd.DataFrame, genotypes: Any, gene: pd.Series, folds: pd.Series,
+                    flank: int, table: pd.DataFrame) -> dict[str, ExportedModel]:
+    """Each model's fit of the exported fold, checked against the stored predictions."""
+    fold = export_fold(folds)
+    test = folds.index[folds == fold].tolist()
+    window = cis_window(genotypes, gene, test, flank=flank)
+    exports = [genotype_export(weights, window, model, fold, test) for model in MODELS]
+    exports += enformer_exports(result, features, fold_scores, fold)
+    for export in filter(None, exports):
+        check_exported(export, table)
+    return {e.model: e for e in exports if e is not None}
 
 
 def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     """The ``gene_models`` asset, partitioned by gene."""
 
     @dg.asset(group_name=GROUP, partitions_def=parts.genes, kinds={"pandas", "xgboost"},
-              code_version=VERSION)
+              code_version=VERSION,
+              ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)})
     def gene_models(context: dg.AssetExecutionContext, study: StudyResource,
-                    gene_annotation: pd.DataFrame, expression: pd.DataFrame,
-                    covariates: pd.DataFrame, cv_folds: pd.DataFrame, prs_scores: pd.DataFrame,
+                    mlflow: MlflowTracking, gene_annotation: pd.DataFrame, genotypes: object,
+                    expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame,
+                    prs_scores: pd.DataFrame, prs_weights: pd.DataFrame,
                     prs_fold_scores: pd.DataFrame, enformer_predictions: GenePredictions
                     ) -> pd.DataFrame:
         """Per sample, the out-of-fold prediction of every model: the genotype models
         (baseline PRS, P+T PRS, elastic net, from ``prs_scores``) and the Enformer models
         (feature alone, XGBoost on tracks and haplotypes, feature + inner out-of-fold genotype
-        scores), with MSE, R², Pearson r and p and Spearman ρ per model in the metadata."""
+        scores), with MSE, R², Pearson r and p and Spearman ρ per model in the metadata; a
+        run per model in MLflow's ``single-gene`` experiment and the best registered as
+        ``<gene>-expression@champion``."""
         config = study.load()
+        mlflow.check_reachable()  # fail before fitting, not after
         key = context.partition_key
         gene = gene_row(gene_annotation, key)
         folds = cv_folds[FOLD]
         features = boosting_features(enformer_predictions, log1p=config.enformer.log1p)
-        result = enformer_models(features, prs_fold_scores, gene_expression(expression, gene),
-                                 covariates, folds, str(gene["gene_id"]),
-                                 n_inner_folds=config.prs.inner_folds, seed=config.seed)
+        target = gene_expression(expression, gene)
+        result = enformer_models(features, prs_fold_scores, target, covariates, folds,
+                                 str(gene["gene_id"]), n_inner_folds=config.prs.inner_folds,
+                                 seed=config.seed)
         table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
         scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
         metrics = metrics_table(scored, ALL_MODELS)
         for note in result.notes:
             context.log.warning(f"{key}: {note}")
+        chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
+            "genotypes"))
+        exports = exported_models(result, features, prs_fold_scores, prs_weights,
+                                  chromosomes[gene["chrom"]], gene, folds, config.cis_window,
+                                  scored) if result.scored else {}
+        digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
+                                "features": features, "expression": target,
+                                "covariates": covariates, "folds": folds})
+        logged = log_models(mlflow, context, SINGLE_GENE, [key], {key: (scored, metrics)},
+                            {key: model_params(config, result)}, {key: exports}, VERSION,
+                            {key: digest})
         best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
         context.add_output_metadata({
             "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
@@ -66,6 +134,7 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "prediction_plot": prediction_plot(
                 table["observed"].to_numpy(), {m: table[m].to_numpy() for m in ALL_MODELS},
                 metrics["r2"].to_dict(), f"{key}: observed vs out-of-fold prediction"),
+            **tracking_metadata(mlflow, logged),
             "preview": preview(table),
         })
         return table

@@ -12,17 +12,23 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from apoe_assets.enformer.predictions import GenePredictions
 
 _DPI = 110
 
 
-def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
+def png(figure: plt.Figure) -> bytes:
+    """The figure as PNG bytes (it is closed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
     plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
+    encoded = base64.b64encode(png(figure)).decode()
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
 
 
@@ -77,6 +83,12 @@ def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray],
                     r2: dict[str, float], title: str) -> dg.MetadataValue:
     """One panel per model: observed (covariate-adjusted) expression against its out-of-fold
     prediction, titled with the model's pooled ``r2``, and the identity line."""
+    return _embed(prediction_figure(observed, predicted, r2, title), title)
+
+
+def prediction_figure(observed: np.ndarray, predicted: dict[str, np.ndarray],
+                      r2: dict[str, float], title: str) -> plt.Figure:
+    """The figure of :func:`prediction_plot`."""
     figure, axes = plt.subplots(1, len(predicted), figsize=(3.2 * len(predicted), 3.2),
                                 sharex=True, sharey=True, squeeze=False)
     observed = np.asarray(observed, dtype=np.float64)
@@ -88,7 +100,21 @@ def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray],
         panel.set(xlabel="out-of-fold prediction", title=f"{model}  R² {r2[model]:.3f}")
     axes[0][0].set_ylabel("observed")
     figure.suptitle(title)
-    return _embed(figure, title)
+    return figure
+
+
+def r2_figure(metrics: pd.DataFrame, title: str) -> plt.Figure:
+    """Pooled out-of-fold R² per model (rows of ``metrics``: ``r2`` and, when present,
+    ``fold_r2_se`` as error bars), best first."""
+    table = metrics.sort_values("r2", ascending=False, na_position="last")
+    figure, axes = plt.subplots(figsize=(1.0 + 0.7 * len(table), 3.2))
+    errors = table.get("fold_r2_se")
+    axes.bar(range(len(table)), table["r2"].fillna(0.0), yerr=errors, color="#4a6fa5",
+             capsize=3)
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_xticks(range(len(table)), table.index, rotation=40, ha="right")
+    axes.set(ylabel="out-of-fold R²", title=title)
+    return figure
 
 
 def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, float | None],

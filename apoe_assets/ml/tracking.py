@@ -15,6 +15,7 @@ they are plain values that a test can check without a server:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -178,3 +179,16 @@ def _check_name(name: str, kind: str) -> None:
         raise TrackingPayloadError(
             f"{kind} name {name!r}: MLflow takes letters, digits, _ - . : space and / between "
             "non-empty parts, at most 250 characters")
+
+
+def inputs_digest(inputs: Mapping[str, pd.DataFrame | pd.Series]) -> str:
+    """A short SHA-256 of named tables (their values, index and columns): the data version
+    tag of the runs made from them."""
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        table = inputs[name]
+        digest.update(name.encode())
+        columns = table.columns if isinstance(table, pd.DataFrame) else [table.name]
+        digest.update(repr([str(c) for c in columns]).encode())
+        digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]

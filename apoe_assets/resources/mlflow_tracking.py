@@ -370,6 +370,13 @@ class ParentRun:
                                 "status": "FAILED"})
         return run_id
 
+    def log_plots(self, plots: Mapping[str, Any]) -> None:
+        """Plots of the whole run (e.g. R² by model), under ``plots/`` of the parent run."""
+        for name in plots:
+            if not _PLOT_NAME.match(name):
+                raise TrackingPayloadError(f"plot name {name!r}: use letters, digits, _ - .")
+        _log_plots(self.tracking.client(), self.run_id, plots)
+
     def _create(self, gene: str, model_name: str, tags: Mapping[str, Any] | None) -> str:
         all_tags = run_tags(self.dagster_run_id, self.asset_key, {**self._tags, **(tags or {})})
         all_tags |= {MLFLOW_PARENT_RUN_ID: self.run_id, TAG_GENE: gene, TAG_MODEL: model_name,

@@ -5,14 +5,8 @@ re-materialisation, and an unreachable store. Models are fitted on seeded synthe
 
 import hashlib
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +28,12 @@ from apoe_assets.ml.metrics import model_metrics
 from apoe_assets.ml.tracking import SINGLE_GENE, TrackingPayloadError, param_values, run_tags
 from apoe_assets.resources.mlflow_tracking import MlflowTracking, TrackingUnavailable
 from apoe_assets.study import load_study
+from apoe_assets_tests.mlflow_server import free_port, mlflow_server
 from apoe_assets_tests.studies import write_tiny_study
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-STARTUP_SECONDS = 120
 SEED = 11
 PREFIX = "test/"
 ASSET = "toy_gene_models"
@@ -47,12 +41,6 @@ CODE_VERSION = "7"
 FOLDS = 3
 N_TRAIN, N_HELD_OUT, N_FEATURES = 90, 30, 4
 PARENT_PARTITION = "GENE_A...GENE_B"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,41 +57,9 @@ def no_stray_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server` (one uvicorn worker) on a free port; its URL once /health answers."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("w")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
-    env.pop("MLFLOW_TRACKING_URI")
-    process = subprocess.Popen(
-        [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import skops.io  # noqa: F401  (its first import, ~6 s, overlaps the server's start)
-
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, (root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (root / "server.log").read_text()[-3000:]
-            time.sleep(0.5)
+    """`mlflow server` on a free port, its store in a temporary folder."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)  # uvicorn waits for idle keep-alive clients otherwise
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 # --- what the toy asset fits ------------------------------------------------------------------
@@ -419,7 +375,7 @@ def test_unreachable_store_fails_fast_naming_the_uri(store: str, tmp_path: Path)
     any run or registration exists. Catches MLflow's default of retrying for minutes and an
     error that does not say which store."""
     if store == "closed port":
-        uri = f"http://127.0.0.1:{_free_port()}"
+        uri = f"http://127.0.0.1:{free_port()}"
     else:
         (tmp_path / "not_a_folder").write_text("")
         uri = f"sqlite:///{tmp_path / 'not_a_folder' / 'mlflow.db'}"
