@@ -36,7 +36,7 @@ from apoe_assets.ml.gene_models import MODELS, SCORES
 from apoe_assets.ml.tracking import SINGLE_GENE, inputs_digest
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
-from apoe_assets.resources.storage import by_partition
+from apoe_assets.resources.storage import ALLOW_MISSING, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats.eqtl import cis_window
 from apoe_assets.study import Study
@@ -65,9 +65,10 @@ def model_params(config: Study, result: EnformerModels) -> dict[str, dict[str, A
     }
 
 
-def exported_models(result: EnformerModels, features: pd.DataFrame, fold_scores: pd.DataFrame,
-                    weights: pd.DataFrame, genotypes: Any, gene: pd.Series, folds: pd.Series,
-                    flank: int, table: pd.DataFrame) -> dict[str, ExportedModel]:
+def exported_models(result: EnformerModels, features: pd.DataFrame | None,
+                    fold_scores: pd.DataFrame, weights: pd.DataFrame, genotypes: Any,
+                    gene: pd.Series, folds: pd.Series, flank: int, table: pd.DataFrame
+                    ) -> dict[str, ExportedModel]:
     """Each model's fit of the exported fold, checked against the stored predictions."""
     fold = export_fold(folds)
     test = folds.index[folds == fold].tolist()
@@ -84,25 +85,28 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
 
     @dg.asset(group_name=GROUP, partitions_def=parts.genes, kinds={"pandas", "xgboost"},
               code_version=VERSION,
-              ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)})
+              ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome),
+                   "enformer_predictions": dg.AssetIn(metadata={ALLOW_MISSING: True})})
     def gene_models(context: dg.AssetExecutionContext, study: StudyResource,
                     mlflow: MlflowTracking, gene_annotation: pd.DataFrame, genotypes: object,
                     expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame,
                     prs_scores: pd.DataFrame, prs_weights: pd.DataFrame,
-                    prs_fold_scores: pd.DataFrame, enformer_predictions: GenePredictions
-                    ) -> pd.DataFrame:
+                    prs_fold_scores: pd.DataFrame,
+                    enformer_predictions: GenePredictions | None) -> pd.DataFrame:
         """Per sample, the out-of-fold prediction of every model: the genotype models
         (baseline PRS, P+T PRS, elastic net, from ``prs_scores``) and the Enformer models
         (feature alone, XGBoost on tracks and haplotypes, feature + inner out-of-fold genotype
         scores), with MSE, R², Pearson r and p and Spearman ρ per model in the metadata; a
         run per model in MLflow's ``single-gene`` experiment and the best registered as
-        ``<gene>-expression@champion``."""
+        ``<gene>-expression@champion``. A gene without Enformer predictions (never
+        materialised) keeps its genotype models; its Enformer models are skipped with a note."""
         config = study.load()
         mlflow.check_reachable()  # fail before fitting, not after
         key = context.partition_key
         gene = gene_row(gene_annotation, key)
         folds = cv_folds[FOLD]
-        features = boosting_features(enformer_predictions, log1p=config.enformer.log1p)
+        features = (None if enformer_predictions is None else
+                    boosting_features(enformer_predictions, log1p=config.enformer.log1p))
         target = gene_expression(expression, gene)
         result = enformer_models(features, prs_fold_scores, target, covariates, folds,
                                  str(gene["gene_id"]), n_inner_folds=config.prs.inner_folds,
@@ -118,7 +122,8 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                   chromosomes[gene["chrom"]], gene, folds, config.cis_window,
                                   scored) if result.scored else {}
         digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
-                                "features": features, "expression": target,
+                                "features": pd.DataFrame() if features is None else features,
+                                "expression": target,
                                 "covariates": covariates, "folds": folds})
         logged = log_models(mlflow, context, SINGLE_GENE, [key], {key: (scored, metrics)},
                             {key: model_params(config, result)}, {key: exports}, VERSION,

@@ -190,24 +190,37 @@ def fit_enformer_fold(features: pd.DataFrame, stacking: pd.DataFrame, expression
                         combined_train, test_rows["target"].to_numpy(np.float64), predicted)
 
 
-def enformer_models(features: pd.DataFrame, stacking: pd.DataFrame, expression: pd.Series,
-                    covariates: pd.DataFrame, folds: pd.Series, gene_id: str, *,
-                    n_inner_folds: int = 5, seed: int = 0,
+NO_PREDICTIONS = ("no Enformer predictions for this gene: the Enformer models are skipped "
+                  "(predictions and metrics NaN); the genotype models stand")
+
+
+def _skipped(stacking: pd.DataFrame, samples: Sequence[str], gene_id: str, note: str,
+             scored: bool) -> EnformerModels:
+    predictions = stacking[stacking["role"] == "test"].set_index("sample").loc[samples]
+    predictions = predictions[[FOLD]].assign(observed=predictions["target"],
+                                            **dict.fromkeys(ENFORMER_MODELS, np.nan))
+    return EnformerModels(gene_id, [], predictions, (note,), scored=scored)
+
+
+def enformer_models(features: pd.DataFrame | None, stacking: pd.DataFrame,
+                    expression: pd.Series, covariates: pd.DataFrame, folds: pd.Series,
+                    gene_id: str, *, n_inner_folds: int = 5, seed: int = 0,
                     grid: Mapping[str, Sequence] = XGB_GRID) -> EnformerModels:
     """Out-of-fold predictions of the Enformer models of one gene for every fold sample.
 
     A fold sample without Enformer features is an error naming it (the features must cover
-    every sample with genotypes and expression).
+    every sample with genotypes and expression). No features at all (``None``: the gene has no
+    Enformer predictions) skips the Enformer models with a note; a gene whose expression the
+    covariates explain entirely is not scored at all.
     """
     samples = folds.index.tolist()
     values = expression.loc[samples].to_numpy(np.float64)
     if explained_entirely(values, Residualiser.fit(covariates, samples).transform(values)):
-        predictions = stacking[stacking["role"] == "test"].set_index("sample").loc[samples]
-        predictions = predictions[[FOLD]].assign(observed=predictions["target"],
-                                                **dict.fromkeys(ENFORMER_MODELS, np.nan))
-        return EnformerModels(gene_id, [], predictions, (
-            "expression is constant after removing the covariates: the Enformer models are "
-            "skipped (predictions and metrics NaN)",), scored=False)
+        return _skipped(stacking, samples, gene_id,
+                        "expression is constant after removing the covariates: the Enformer "
+                        "models are skipped (predictions and metrics NaN)", scored=False)
+    if features is None:
+        return _skipped(stacking, samples, gene_id, NO_PREDICTIONS, scored=True)
     absent = [s for s in folds.index if s not in features.index]
     if absent:
         raise ValueError(f"{gene_id}: {len(absent)} fold sample(s) have no Enformer features, "

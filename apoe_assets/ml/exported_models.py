@@ -94,11 +94,11 @@ def genotype_export(weights: pd.DataFrame, window: CisWindow, model: str, fold: 
     return ExportedModel(model, fold, estimator, inputs)
 
 
-def enformer_exports(result: EnformerModels, features: pd.DataFrame,
+def enformer_exports(result: EnformerModels, features: pd.DataFrame | None,
                      stacking: pd.DataFrame, fold: int) -> list[ExportedModel]:
-    """The three Enformer models of ``fold`` (none when the gene was not scored)."""
+    """The three Enformer models of ``fold`` (none when they were skipped)."""
     fitted = {f.fold: f for f in result.folds}
-    if fold not in fitted:
+    if fold not in fitted or features is None:
         return []
     f = fitted[fold]
     test = pd.Index(f.test, name="sample")

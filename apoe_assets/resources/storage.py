@@ -16,6 +16,11 @@ class ByPartition(dict):
     value (each stored as its own partition; a plain ``dict`` is a JSON value)."""
 
 
+ALLOW_MISSING = "apoe/allow_missing"
+"""``AssetIn`` metadata: a partition of this input that was never stored loads as None (and is
+left out of a run over several), for inputs an asset can do without."""
+
+
 def by_partition(loaded: Any, keys: Iterable[str]) -> dict[str, Any]:
     """An input as partition key → value, whether the run loaded one partition (the value
     itself) or several (a mapping by key)."""
@@ -68,12 +73,23 @@ class AssetStorage(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
+        optional = bool((context.definition_metadata or {}).get(ALLOW_MISSING))
+
+        def read(partition: str | None) -> Any:
+            try:
+                return formats.load(self._stem(key, partition))
+            except FileNotFoundError:
+                if optional:
+                    return None
+                raise
+
         if not context.has_asset_partitions:
-            return formats.load(self._stem(key, None))
+            return read(None)
         partitions = context.asset_partition_keys
         if len(partitions) == 1:
-            return formats.load(self._stem(key, partitions[0]))
-        return {p: formats.load(self._stem(key, p)) for p in partitions}
+            return read(partitions[0])
+        loaded = {p: read(p) for p in partitions}
+        return {p: value for p, value in loaded.items() if value is not None}
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Remove what this process fetched from a remote root (a step process started by

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apoe_assets.ml.enformer_models import ENFORMER_MODELS, enformer_models
+from apoe_assets.ml.enformer_models import ENFORMER_MODELS, NO_PREDICTIONS, enformer_models
 from apoe_assets.ml.folds import FOLD, assign_folds, split
 from apoe_assets.ml.gene_models import SCORES, GeneModels, ModelSettings, gene_models
 from apoe_assets.ml.metrics import model_metrics
@@ -200,3 +200,17 @@ def _window_of_samples():
     dosages = rng.binomial(2, rng.uniform(0.2, 0.5, N_VARIANTS)[:, None],
                            (N_VARIANTS, N_SAMPLES)).astype(np.float64)
     return _window(dosages, samples)
+
+
+def test_a_gene_without_predictions_keeps_its_genotype_models(study) -> None:
+    """No Enformer predictions at all (``features=None``): the Enformer models are skipped
+    with a note and NaN predictions, while the gene stays scored (its genotype models stand)
+    and ``observed`` is the genotype models' target. Catches a skip that drops the gene."""
+    _, expression, covariates, folds, models, fitted = study
+    result = enformer_models(None, models.stacking_scores(), expression, covariates, folds,
+                             GENE["gene_id"])
+    assert result.scored and not result.folds
+    assert result.predictions[list(ENFORMER_MODELS)].isna().all().all()
+    pd.testing.assert_series_equal(result.predictions["observed"],
+                                   fitted.predictions["observed"])
+    assert result.notes == (NO_PREDICTIONS,)

@@ -1,5 +1,6 @@
 """The storage layer: open formats, atomic writes, partition paths, fsspec roots."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +11,8 @@ from upath import UPath
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.resources import formats
-from apoe_assets.resources.storage import AssetStorage
+from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage
+from apoe_assets_tests.conftest import failure_message
 
 
 def _matrix(seed: int = 0) -> GenotypeMatrix:
@@ -109,3 +111,48 @@ def test_io_manager_paths_and_multi_partition_loads(tmp_path: Path) -> None:
     assert result.success
     assert (tmp_path / "per_gene" / "APOE.parquet").exists()
     assert sorted(pd.read_parquet(tmp_path / "all_genes.parquet")["gene"]) == ["APOE", "TOMM40"]
+
+
+def test_an_input_allowed_missing_loads_as_none(tmp_path: Path) -> None:
+    """An input declared with ``ALLOW_MISSING`` loads a never-stored partition as None (and
+    leaves it out of a load of several); without it, the same load fails naming the path.
+    Catches the flag being ignored either way."""
+    genes = dg.StaticPartitionsDefinition(["APOE", "TOMM40"])
+
+    @dg.asset(partitions_def=genes)
+    def per_gene(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        return pd.DataFrame({"gene": [context.partition_key]})
+
+    @dg.asset(partitions_def=genes, ins={"per_gene": dg.AssetIn(metadata={ALLOW_MISSING: True})})
+    def optional_one(per_gene: pd.DataFrame | None) -> dict:
+        return {"missing": per_gene is None}
+
+    @dg.asset(ins={"per_gene": dg.AssetIn(metadata={ALLOW_MISSING: True})})
+    def optional_all(per_gene: dict) -> dict:
+        return {"loaded": sorted(per_gene)}
+
+    @dg.asset(partitions_def=genes)
+    def required_one(per_gene: pd.DataFrame) -> dict:
+        return {"rows": len(per_gene)}
+
+    storage = {"io_manager": AssetStorage(root=str(tmp_path))}
+    assets = [per_gene, optional_one, optional_all, required_one]
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(assets, selection=[per_gene], partition_key="APOE",
+                              instance=instance, resources=storage).success
+        for key in ("APOE", "TOMM40"):
+            assert dg.materialize(assets, selection=[optional_one], partition_key=key,
+                                  instance=instance, resources=storage).success
+        assert dg.materialize(assets, selection=[optional_all], instance=instance,
+                              resources=storage).success
+        failed = dg.materialize(assets, selection=[required_one], partition_key="TOMM40",
+                                instance=instance, resources=storage, raise_on_error=False)
+    def stored(name: str) -> dict:
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    assert stored("optional_one/APOE") == {"missing": False}
+    assert stored("optional_one/TOMM40") == {"missing": True}
+    assert stored("optional_all") == {"loaded": ["APOE"]}
+    assert not failed.success
+    assert "nothing stored at" in failure_message([failed])
+    assert "per_gene/TOMM40" in failure_message([failed])
