@@ -43,12 +43,16 @@ def fold_metric_table(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: pd.DataFrame,
-             params: Mapping[str, Mapping[str, Any]],
-             exported: Mapping[str, ExportedModel]) -> LoggedGene:
+             params: Mapping[str, Mapping[str, Any]], exported: Mapping[str, ExportedModel],
+             failed: Mapping[str, str] | None = None) -> LoggedGene:
     """A run per model of ``metrics`` (index) whose predictions are finite: params, per-fold
     and pooled metrics, the exported fit (when there is one) and its observed-vs-predicted
-    plot. A run that fails is ended FAILED and reported; the others are logged."""
+    plot. A model whose fit failed (``failed``: model → error) gets a FAILED run carrying the
+    error; a run that fails while logging is ended FAILED too; the others are logged."""
     logged = LoggedGene()
+    for model, error in (failed or {}).items():
+        parent.log_failed_model_run(gene, model, error, params=params.get(model, {}))
+        logged.failed[model] = error
     for model in metrics.index:
         if not np.isfinite(predictions[model].to_numpy(np.float64)).all():
             continue
@@ -84,10 +88,12 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
                genes: Sequence[str], tables: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
                params: Mapping[str, Mapping[str, Mapping[str, Any]]],
                exported: Mapping[str, Mapping[str, ExportedModel]], code_version: str,
-               data_versions: Mapping[str, str]) -> dict[str, LoggedGene]:
+               data_versions: Mapping[str, str],
+               failed: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, LoggedGene]:
     """Log every gene's models under one parent run of this Dagster run and asset in
     ``experiment`` and register each gene's champion. ``tables``: gene → (out-of-fold
-    predictions, metrics per model); ``params`` and ``exported``: gene → model → …"""
+    predictions, metrics per model); ``params``, ``exported`` and ``failed`` (fits that
+    raised): gene → model → …"""
     asset = context.assets_def.key.to_user_string() if context.has_assets_def else "asset"
     partition = ",".join(genes) if len(genes) <= 3 else f"{genes[0]}…{genes[-1]}"
     data_version = data_versions[genes[0]] if len(genes) == 1 else "multiple"
@@ -98,7 +104,7 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
         for gene in genes:
             predictions, metrics = tables[gene]
             logged = log_gene(parent, gene, predictions, metrics, params.get(gene, {}),
-                              exported.get(gene, {}))
+                              exported.get(gene, {}), (failed or {}).get(gene))
             best = champion(metrics, logged, exported.get(gene, {}))
             if best is not None:
                 logged.champion = best

@@ -127,7 +127,7 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                 "covariates": covariates, "folds": folds})
         logged = log_models(mlflow, context, SINGLE_GENE, [key], {key: (scored, metrics)},
                             {key: model_params(config, result)}, {key: exports}, VERSION,
-                            {key: digest})
+                            {key: digest}, {key: result.failed})
         best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
         context.add_output_metadata({
             "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),

@@ -19,7 +19,7 @@ fit of ``[1, covariates]``), so every model's R² is on the same scale.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,18 +77,21 @@ class EnformerFold:
     fold: int
     train: list[str]
     test: list[str]
-    linear: np.ndarray
-    """Intercept and slope of ``enformer_linear``."""
-    boosting: XGBRegressor
+    linear: np.ndarray | None
+    """Intercept and slope of ``enformer_linear`` (None: its fit failed, see ``failed``)."""
+    boosting: XGBRegressor | None
     boosting_params: dict
     inner_mse: dict[str, float]
     """Mean inner-fold MSE of each grid point (its parameters as text)."""
-    combined: np.ndarray
+    combined: np.ndarray | None
     """Intercept and coefficients (feature, then :data:`SCORES`) of ``combined``."""
     combined_train: pd.DataFrame
     """The rows ``combined`` was fitted on: feature and the training samples' inner scores."""
     observed: np.ndarray
     predicted: pd.DataFrame
+    """Per test sample, each model's prediction (NaN for a model whose fit failed)."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Model → the error its fit raised in this fold."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class EnformerModels:
     notes: tuple[str, ...] = field(default_factory=tuple)
     scored: bool = True
     """False when the covariates explain the expression entirely: no model is scored."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Model → the errors of its failed fits (its predictions are NaN in every fold)."""
 
     def metrics(self, models: Sequence[str] = ENFORMER_MODELS) -> pd.DataFrame:
         """Per model: pooled MSE, R², Pearson r and p, Spearman ρ, and the fold mean and
@@ -170,24 +175,49 @@ def fit_enformer_fold(features: pd.DataFrame, stacking: pd.DataFrame, expression
     test_rows = rows[rows["role"] == "test"].loc[test]
     target = train_rows["target"].to_numpy(np.float64)
     feature = features["mean"]
-    linear = _least_squares(feature.loc[train].to_numpy()[:, None], target)
-    splits = inner_splits(train, inner_folds(folds, fold, n_inner_folds, seed), expression,
-                          covariates)
-    x_train = features.loc[train]
-    params, inner_mse = tune_boosting(x_train, splits, seed, grid)
-    boosting = _boosting(params, seed).fit(x_train, target)
+    failed: dict[str, str] = {}
+    predicted = pd.DataFrame(np.nan, index=pd.Index(test, name="sample"),
+                             columns=list(ENFORMER_MODELS))
+
+    def attempt(model: str, fit: Callable[[], tuple]) -> tuple:
+        """Fit one model; a failure is recorded for it alone (the others still fit)."""
+        try:
+            fitted, prediction = fit()
+        except Exception as exc:
+            failed[model] = f"{type(exc).__name__}: {exc}"
+            return None, None
+        predicted[model] = prediction
+        return fitted, prediction
+
+    def fit_linear() -> tuple:
+        beta = _least_squares(feature.loc[train].to_numpy()[:, None], target)
+        return beta, _apply(beta, feature.loc[test].to_numpy()[:, None])
+
+    tuning: dict = {"params": {}, "inner_mse": {}}
+
+    def fit_boosting() -> tuple:
+        splits = inner_splits(train, inner_folds(folds, fold, n_inner_folds, seed), expression,
+                              covariates)
+        tuning["params"], tuning["inner_mse"] = tune_boosting(features.loc[train], splits, seed,
+                                                              grid)
+        model = _boosting(tuning["params"], seed).fit(features.loc[train], target)
+        return model, model.predict(features.loc[test]).astype(np.float64)
+
     combined_train = train_rows[list(SCORES)].assign(feature=feature.loc[train])[
         ["feature", *SCORES]]
-    combined = _least_squares(combined_train.to_numpy(np.float64), target)
     combined_test = test_rows[list(SCORES)].assign(feature=feature.loc[test])[
         ["feature", *SCORES]]
-    predicted = pd.DataFrame({
-        "enformer_linear": _apply(linear, feature.loc[test].to_numpy()[:, None]),
-        "enformer_xgboost": boosting.predict(features.loc[test]).astype(np.float64),
-        "combined": _apply(combined, combined_test.to_numpy(np.float64)),
-    }, index=pd.Index(test, name="sample"))
-    return EnformerFold(fold, train, test, linear, boosting, params, inner_mse, combined,
-                        combined_train, test_rows["target"].to_numpy(np.float64), predicted)
+
+    def fit_combined() -> tuple:
+        beta = _least_squares(combined_train.to_numpy(np.float64), target)
+        return beta, _apply(beta, combined_test.to_numpy(np.float64))
+
+    linear, _ = attempt("enformer_linear", fit_linear)
+    boosting, _ = attempt("enformer_xgboost", fit_boosting)
+    combined, _ = attempt("combined", fit_combined)
+    return EnformerFold(fold, train, test, linear, boosting, tuning["params"],
+                        tuning["inner_mse"], combined, combined_train,
+                        test_rows["target"].to_numpy(np.float64), predicted, failed)
 
 
 NO_PREDICTIONS = ("no Enformer predictions for this gene: the Enformer models are skipped "
@@ -232,4 +262,10 @@ def enformer_models(features: pd.DataFrame | None, stacking: pd.DataFrame,
     frames = [pd.DataFrame({FOLD: f.fold, "observed": f.observed}, index=f.predicted.index)
               .join(f.predicted) for f in fitted]
     predictions = pd.concat(frames).loc[folds.index]
-    return EnformerModels(gene_id, fitted, predictions)
+    failed = {model: "; ".join(f"fold {f.fold}: {f.failed[model]}" for f in fitted
+                               if model in f.failed)
+              for model in ENFORMER_MODELS if any(model in f.failed for f in fitted)}
+    predictions[list(failed)] = np.nan  # a model missing some folds has no pooled figures
+    notes = tuple(f"{model} failed to fit ({error}): its predictions and metrics are NaN"
+                  for model, error in failed.items())
+    return EnformerModels(gene_id, fitted, predictions, notes, failed=failed)

@@ -96,7 +96,8 @@ def genotype_export(weights: pd.DataFrame, window: CisWindow, model: str, fold: 
 
 def enformer_exports(result: EnformerModels, features: pd.DataFrame | None,
                      stacking: pd.DataFrame, fold: int) -> list[ExportedModel]:
-    """The three Enformer models of ``fold`` (none when they were skipped)."""
+    """The Enformer models of ``fold`` (none when they were skipped; a model whose fit
+    failed in any fold is left out)."""
     fitted = {f.fold: f for f in result.folds}
     if fold not in fitted or features is None:
         return []
@@ -106,13 +107,16 @@ def enformer_exports(result: EnformerModels, features: pd.DataFrame | None,
         "sample").loc[test]
     feature = features.loc[test, ["mean"]].set_axis(["feature"], axis=1)
     combined = feature.join(rows[list(SCORES)])
-    return [
-        ExportedModel("enformer_linear", fold, linear_estimator(f.linear[0], f.linear[1:],
-                                                                ["feature"]), feature),
-        ExportedModel("enformer_xgboost", fold, f.boosting, features.loc[test]),
-        ExportedModel("combined", fold, linear_estimator(f.combined[0], f.combined[1:],
-                                                         list(combined.columns)), combined),
-    ]
+    exports = []
+    if f.linear is not None:
+        exports.append(ExportedModel("enformer_linear", fold, linear_estimator(
+            f.linear[0], f.linear[1:], ["feature"]), feature))
+    if f.boosting is not None:
+        exports.append(ExportedModel("enformer_xgboost", fold, f.boosting, features.loc[test]))
+    if f.combined is not None:
+        exports.append(ExportedModel("combined", fold, linear_estimator(
+            f.combined[0], f.combined[1:], list(combined.columns)), combined))
+    return [e for e in exports if e.model not in result.failed]
 
 
 def check_exported(exported: ExportedModel, stored: pd.DataFrame) -> None:

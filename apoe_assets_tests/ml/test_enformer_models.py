@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from apoe_assets.ml import enformer_models as enformer_module
 from apoe_assets.ml.enformer_models import ENFORMER_MODELS, NO_PREDICTIONS, enformer_models
 from apoe_assets.ml.folds import FOLD, assign_folds, split
 from apoe_assets.ml.gene_models import SCORES, GeneModels, ModelSettings, gene_models
@@ -214,3 +215,42 @@ def test_a_gene_without_predictions_keeps_its_genotype_models(study) -> None:
     pd.testing.assert_series_equal(result.predictions["observed"],
                                    fitted.predictions["observed"])
     assert result.notes == (NO_PREDICTIONS,)
+
+
+def test_a_model_whose_fit_fails_is_reported_and_the_others_stand(study) -> None:
+    """XGBoost refusing its hyper-parameters (a negative depth) fails that model alone: its
+    predictions are NaN in every fold, the error is named per fold in ``failed`` and a note,
+    and the linear and combined models predict exactly what they predict otherwise. Catches
+    one model's failure taking the gene down, or leaving partial predictions."""
+    features, expression, covariates, folds, models, fitted = study
+    broken = {**GRID, "max_depth": (-1,), "n_estimators": (20,)}
+    result = enformer_models(features, models.stacking_scores(), expression, covariates, folds,
+                             GENE["gene_id"], n_inner_folds=SETTINGS.n_inner_folds, seed=SEED,
+                             grid=broken)
+    assert list(result.failed) == ["enformer_xgboost"]
+    assert result.failed["enformer_xgboost"].count("fold ") == FOLDS
+    assert result.predictions["enformer_xgboost"].isna().all()
+    kept = ["enformer_linear", "combined"]
+    pd.testing.assert_frame_equal(result.predictions[kept], fitted.predictions[kept])
+    assert any(n.startswith("enformer_xgboost failed to fit (fold 0: ") for n in result.notes)
+
+
+def test_a_fit_failing_in_one_fold_leaves_no_partial_predictions(
+        study, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XGBoost failing in the first fold only: its predictions are NaN in *every* fold (pooled
+    figures over some folds would not be comparable), the error names fold 0 only. Catches
+    partial predictions kept for the folds that fitted."""
+    features, expression, covariates, folds, models, _ = study
+    original, calls = enformer_module.tune_boosting, []
+
+    def fail_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(enformer_module, "tune_boosting", fail_first)
+    result = _fit(features, expression, covariates, folds, models)
+    assert result.failed == {"enformer_xgboost": "fold 0: RuntimeError: injected"}
+    assert result.predictions["enformer_xgboost"].isna().all()
+    assert result.predictions["enformer_linear"].notna().all()
