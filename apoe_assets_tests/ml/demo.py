@@ -66,28 +66,33 @@ class Demo:
             self.seconds[symbol] = time.perf_counter() - started
         return self.fitted[symbol]
 
+    def genetic_term(self, symbol: str) -> np.ndarray:
+        """The planted SNP term of ``symbol`` over the fold samples (Σ effect × dosage of its
+        causal variants, a missing call imputed with the variant's mean; 0 without any)."""
+        samples = self.folds.index.tolist()
+        causal = self.causal[self.causal["symbol"] == symbol]
+        if causal.empty:
+            return np.zeros(len(samples))
+        column = {s: i for i, s in enumerate(self.genotypes.samples)}
+        columns = np.array([column[s] for s in samples])
+        row_of = {v: i for i, v in enumerate(self.genotypes.variants["variant_id"])}
+        rows = [row_of[v] for v in causal["variant_id"]]
+        haps = self.genotypes.haplotypes[rows][:, np.stack([2 * columns, 2 * columns + 1], 1)]
+        dosages = haps.sum(axis=2).astype(float)
+        dosages[(haps == MISSING).any(axis=2)] = np.nan  # imputed below, not −1 alleles
+        return causal["effect"].to_numpy() @ impute_mean(dosages)
+
     @cached_property
     def adjusted_ceiling(self) -> pd.Series:
         """Per gene: the planted genetic term's share of the variance of covariate-adjusted
         expression — the R² a perfect genotype model reaches on the models' target."""
         samples = self.folds.index.tolist()
-        column = {s: i for i, s in enumerate(self.genotypes.samples)}
-        columns = np.array([column[s] for s in samples])
-        row_of = {v: i for i, v in enumerate(self.genotypes.variants["variant_id"])}
         design = np.column_stack([np.ones(len(samples)),
                                   self.covariates.loc[:, samples].to_numpy(float).T])
         projection = design @ np.linalg.pinv(design)
         values = {}
         for symbol, truth in self.truth.iterrows():
-            causal = self.causal[self.causal["symbol"] == symbol]
-            if causal.empty:
-                values[symbol] = 0.0
-                continue
-            rows = [row_of[v] for v in causal["variant_id"]]
-            haps = self.genotypes.haplotypes[rows][:, np.stack([2 * columns, 2 * columns + 1], 1)]
-            dosages = haps.sum(axis=2).astype(float)
-            dosages[(haps == MISSING).any(axis=2)] = np.nan  # imputed below, not −1 alleles
-            genetic = causal["effect"].to_numpy() @ impute_mean(dosages)
+            genetic = self.genetic_term(symbol)
             y = self.expression.loc[truth["gene_id"], samples].to_numpy(float)
             rg, ry = genetic - projection @ genetic, y - projection @ y
             values[symbol] = float(rg @ rg / (ry @ ry))
