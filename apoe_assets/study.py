@@ -19,6 +19,7 @@ from apoe_assets.genomics.annotation import read_annotation, select_genes
 from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import parse_region
 from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule
+from apoe_assets.ml.stacking_inputs import GENOTYPE_SCORES
 
 STUDY_ENV = "APOE_STUDY"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
@@ -110,6 +111,19 @@ class EnformerSettings(BaseModel):
         False, description="log1p-transform the track values the boosting model sees")
 
 
+class StackingSettings(BaseModel):
+    """Multi-gene stacking (``stacking:`` in the study file); folds and inner folds are the
+    genotype models' (``folds``, ``prs.inner_folds``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    genotype_scores: bool = Field(
+        GENOTYPE_SCORES, description="add every gene's genotype scores (baseline and P+T PRS; "
+        "inner out-of-fold for training samples, from prs_fold_scores) to the Enformer "
+        "features. Off: the stack is an Enformer-only model, so its comparison with the "
+        "genotype models stays Enformer against genotype scores")
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -142,6 +156,7 @@ class Study(BaseModel):
     eqtl: EqtlSettings = EqtlSettings()
     prs: PrsSettings = PrsSettings()
     enformer: EnformerSettings = EnformerSettings()
+    stacking: StackingSettings = StackingSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 
     @field_validator("regions")

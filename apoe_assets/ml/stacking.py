@@ -97,6 +97,8 @@ from apoe_assets.ml.metrics import model_metrics
 from apoe_assets.stats.residualise import adjust_for_covariates, explained_entirely
 
 BASE_MODELS = ("ridge", "polynomial", "random_forest", "elastic_net", "xgboost")
+STACKING_VERSION = "1"
+"""Code version of ``multi_gene_stacking``: bump it when :func:`stack_gene`'s results change."""
 STACK = "stack"
 PREPROCESSING = "preprocessing"
 SEED_NAMES = (*BASE_MODELS, STACK, PREPROCESSING)
