@@ -19,7 +19,6 @@ from apoe_assets.genomics.annotation import read_annotation, select_genes
 from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import parse_region
 from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule
-from apoe_assets.ml.stacking_inputs import GENOTYPE_SCORES
 
 STUDY_ENV = "APOE_STUDY"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
@@ -118,10 +117,13 @@ class StackingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     genotype_scores: bool = Field(
-        GENOTYPE_SCORES, description="add every gene's genotype scores (baseline and P+T PRS; "
-        "inner out-of-fold for training samples, from prs_fold_scores) to the Enformer "
-        "features. Off: the stack is an Enformer-only model, so its comparison with the "
-        "genotype models stays Enformer against genotype scores")
+        False, description="add every gene's genotype scores (baseline and P+T PRS; inner "
+        "out-of-fold for training samples, from prs_fold_scores) to the Enformer features. "
+        "Off (default): the stack is an Enformer-only model, so its comparison with the "
+        "genotype models stays Enformer against genotype scores; and the genotype models make "
+        "no inner-inner scores, so with them on the meta-learner's training rows come from "
+        "inner fits that saw scores fitted on their own inner test samples (the outer "
+        "predictions stay out of fold, the meta-learner's weights lean optimistic)")
 
 
 class Study(BaseModel):

@@ -32,12 +32,6 @@ from apoe_assets.ml.folds import FOLD, fold_ids, split
 from apoe_assets.ml.gene_models import SCORES
 from apoe_assets.ml.stacking import BASE_MODELS, STACK, StackingInputError, StackResult
 
-GENOTYPE_SCORES = False
-"""Default of the study's ``stacking.genotype_scores``: stack on the Enformer features alone.
-With it on, every gene's genotype scores join the features; their training values are inner
-out-of-fold scores, but the genotype models make no inner-inner scores, so the stack's own
-inner fits (the meta-learner's training rows) see scores fitted on their inner test samples:
-the outer predictions stay out of fold, the meta-learner's weights lean optimistic."""
 FEATURE = "feature"
 """The column of :attr:`GenePredictions.features` that is each gene's Enformer feature."""
 GENE = "gene"
