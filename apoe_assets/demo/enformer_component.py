@@ -8,6 +8,11 @@ consensus semantics (the study's ``sequences`` settings), re-centred on their TS
 model window; the selected track(s) summed over the :func:`tss_bins` of the output; the two
 haplotype values combined by the study's ``enformer.haplotypes`` rule. The component is that
 feature standardised over the expression samples and multiplied by √share.
+
+The cross-gene component: one gene's Enformer feature also drives another gene's expression
+(:data:`CROSS_GENE_SOURCE`'s standardised feature × √:data:`CROSS_GENE_SHARE` is added to
+:data:`CROSS_GENE_TARGET`), a signal only a model that reads other genes' predictions (the
+multi-gene stacking) can find.
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ from apoe_assets.study import Study, load_study
 
 ENFORMER_GENES = ("APOE", "TOMM40", "APOC1")
 """Genes whose expression carries an Enformer component in the demo."""
+CROSS_GENE_SOURCE = "APOE"
+CROSS_GENE_TARGET = "APOC1"
+CROSS_GENE_SHARE = 0.15
+"""Planted share of the target's expression variance driven by the source's Enformer feature:
+a fixed constant, not a random draw, so every other draw of the simulator is unchanged. It
+leaves APOC1 positive noise (0.10 in the bundled study) and is plain to a model of its ~490
+samples that reads APOE's prediction: alone it correlates r ≈ 0.26 with APOC1's expression
+(APOE's feature correlates negatively with APOC1's own and with its SNP term), beside
+APOC1's own Enformer feature its coefficient is ~9 SEs from 0."""
 SHARE_RANGE = (0.15, 0.25)
 """Planted share of expression variance of the component (uniform range, per gene)."""
 SHARE_DECIMALS = 4
@@ -179,6 +193,33 @@ def plant_component(features: pd.DataFrame, shares: Mapping[str, float],
         table.loc[rows, "component"] = np.sqrt(share) * (table.loc[rows, "feature"] - mean) / sd
         stats[symbol] = {"share": share, "feature_mean": mean, "feature_sd": sd}
     return table, stats
+
+
+def cross_gene_plan(enformer_genes: Sequence[str], study_genes: Sequence[str],
+                    source: str = CROSS_GENE_SOURCE, target: str = CROSS_GENE_TARGET,
+                    share: float = CROSS_GENE_SHARE) -> dict[str, dict[str, float | str]]:
+    """``{target: {"source": source, "share": share}}`` when ``source`` is among the
+    ``enformer_genes`` (its feature is predicted) and ``target`` among the ``study_genes``;
+    otherwise ``{}``: there is no cross-gene component."""
+    if source in enformer_genes and target in study_genes and target != source:
+        return {target: {"source": source, "share": share}}
+    return {}
+
+
+def cross_gene_terms(features: pd.DataFrame, plan: Mapping[str, Mapping[str, float | str]],
+                     samples: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per target symbol of ``plan``: the source's feature over ``samples`` (in that order)
+    standardised there (ddof 0) and times √share, so its variance there is exactly share."""
+    terms = {}
+    for target, spec in plan.items():
+        rows = features[features["symbol"] == spec["source"]]
+        feature = rows.set_index("sample").loc[list(samples), "feature"].to_numpy(np.float64)
+        sd = float(feature.std())
+        if not sd > 0:
+            raise ValueError(f"{spec['source']}: the Enformer feature is the same for every "
+                             f"sample")
+        terms[target] = np.sqrt(float(spec["share"])) * (feature - feature.mean()) / sd
+    return terms
 
 
 def components_by_gene(table: pd.DataFrame, samples: Sequence[str]) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """Planted-truth expression: causal cis SNPs with a known heritability, covariates with known
-effects, optional extra components (the demo Enformer's prediction), and Gaussian noise.
+effects, optional extra components (the demo Enformer's prediction of the gene, or of another
+gene: the cross-gene component), and Gaussian noise.
 
 For gene *g* and sample *i*::
 
@@ -7,8 +8,9 @@ For gene *g* and sample *i*::
 
 The genetic term (centred) is scaled so its in-sample variance is the planted h²; each
 covariate gets a planted share of variance; σ²_g = 1 − h² − covariate share − extra share, so
-the total variance is ≈ 1 plus twice the covariance of the extra terms with the genetic one
-(an extra term that is itself a function of the genotypes may be in LD with the causal SNPs).
+the total variance is ≈ 1 plus twice the covariances of the extra terms with the genetic one and
+with each other (an extra term that is itself a function of the genotypes may be in LD with the
+causal SNPs and with another extra term).
 """
 
 from __future__ import annotations
@@ -167,15 +169,17 @@ def simulate_expression(genes: pd.DataFrame, pool: CausalPool, covariates: pd.Da
         covariate_share = round(sum(share for _, share in effects.values()), SHARE_DECIMALS)
         terms = {name: np.asarray(values.get(gene.gene_id, np.zeros(len(samples))), np.float64)
                  for name, values in named.items()}
-        extra_shares = {f"{name}_share": float(np.var(term)) for name, term in terms.items()}
+        term_shares = {name: float(np.var(term)) for name, term in terms.items()}
         extra_term = sum(terms.values(), np.zeros(len(samples)))
-        noise_share = round(1.0 - h2 - covariate_share - sum(extra_shares.values()),
+        noise_share = round(1.0 - h2 - covariate_share - sum(term_shares.values()),
                             SHARE_DECIMALS)
         if noise_share <= 0:
             raise ValueError(f"{gene.symbol}: planted components leave no room for noise")
         noise = rng.normal(0.0, np.sqrt(noise_share), len(samples))
         y = np.round(genetic + covariate_term + extra_term + noise, DECIMALS) + 0.0
+        extra_shares = {}  # per component: share, realised, genetic_r (columns side by side)
         for name, term in terms.items():
+            extra_shares[f"{name}_share"] = term_shares[name]
             extra_shares[f"{name}_realised"] = float(np.var(term) / np.var(y))
             extra_shares[f"{name}_genetic_r"] = _correlation(genetic, term)
         rows.append(y)

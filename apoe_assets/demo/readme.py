@@ -77,7 +77,10 @@ _FILES = (
      "per gene: planted and realised h² (var(genetic) / var(expression), in-sample), number of "
      "causal SNPs, planted covariate and noise shares of variance; the Enformer component's "
      "variance (enformer_share), its share of the expression variance (enformer_realised) and "
-     "its correlation with the SNP term (enformer_genetic_r), all 0 for genes without it."),
+     "its correlation with the SNP term (enformer_genetic_r), all 0 for genes without it; "
+     "likewise cross_gene_share, cross_gene_realised and cross_gene_genetic_r for the "
+     "cross-gene component (another gene's Enformer feature), 0 for all genes but its "
+     "target."),
     ("`{truth_enformer}`",
      "per Enformer gene and expression sample: the feature of each haplotype, the person's "
      "feature ({haplotypes} of the two) and the component added to expression."),
@@ -88,14 +91,16 @@ _FILES = (
      "effect per unit and planted share of variance of every covariate for every gene."),
     ("`{simulation}`",
      "seed, sample counts, Ne, rates, region, msprime seeds, package versions, summary "
-     "figures."),
+     "figures, the Enformer settings and per-gene shares, and the cross-gene component "
+     "(`cross_gene`: target gene → source gene and share)."),
 )
 
 _MODEL = """
 ## The planted model
 
-For each gene, expression = genetic + covariates (+ Enformer component) + noise, with total
-variance 1 in expectation (plus twice the covariance of the Enformer and SNP terms). Genetic:
+For each gene, expression = genetic + covariates (+ Enformer and cross-gene components) + noise,
+with total variance 1 in expectation (plus twice the covariances of the Enformer,
+cross-gene and SNP terms with one another). Genetic:
 1–3 causal SNPs (biallelic SNVs, MAF ≥ 5%, within 100 kb of the TSS, not missing-heavy),
 effects scaled so the genetic term's in-sample variance is the planted h² (0.05–0.4), computed
 from the true genotypes before any call was masked. Null genes ({nulls}) have h² = 0 and no
@@ -104,6 +109,8 @@ planted share of variance (sex ≤ 3%, each PC ≤ 1%, InferredCov1 5–20%, Inf
 the noise is Gaussian with the remaining variance.
 
 {enformer_model}
+
+{cross_gene_model}
 """
 
 _ENFORMER_MODEL = """\
@@ -121,6 +128,21 @@ with the gene's causal SNPs; its correlation with the SNP term is in `{truth_gen
 
 _NO_ENFORMER_MODEL = """\
 No gene carries an Enformer component in this study (the weights are written all the same).
+"""
+
+_CROSS_GENE_MODEL = """\
+Cross-gene component ({cross_gene_list}): another gene's Enformer feature drives part of the
+target's expression. The source gene's feature, standardised over the expression samples (as
+for its own component) and times √share, is added to the target's expression, its variance
+taken from the target's noise; the share is a fixed constant, not a random draw. No model of
+the target's own sequence can predict this part; a model that also reads the source gene's
+prediction (the multi-gene stacking) can. Its share, realised share and correlation with the
+target's SNP term are the cross_gene columns of `{truth_genes}`.
+"""
+
+_NO_CROSS_GENE_MODEL = """\
+No gene carries a cross-gene component in this study (its source gene is not an Enformer gene,
+or its target not a study gene).
 """
 
 
@@ -156,7 +178,13 @@ def readme_text(seed: int, samples: int, genes: str, record: dict) -> bytes:
         distinct=", ".join(f"{g} {v['distinct_haplotypes']}" for g, v in per_gene.items()),
     )
     values["enformer_model"] = (_ENFORMER_MODEL if per_gene else _NO_ENFORMER_MODEL
-                                ).format(**values)
+                                ).format(**values).strip()
+    cross_gene = record["cross_gene"]
+    values["cross_gene_list"] = ", ".join(
+        f"{target} driven by {spec['source']}, {spec['share']:.1%} of its variance"
+        for target, spec in cross_gene.items())
+    values["cross_gene_model"] = (_CROSS_GENE_MODEL if cross_gene else _NO_CROSS_GENE_MODEL
+                                  ).format(**values).strip()
     files = [_wrap(f"- {name.format(**values)}: {text.format(**values)}", indent="  ")
              for name, text in _FILES]
     header, *paragraphs = _MODEL.format(**values).strip().split("\n\n")

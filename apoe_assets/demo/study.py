@@ -19,6 +19,8 @@ from apoe_assets.demo.enformer_component import (
     ENFORMER_GENES,
     HEAD,
     components_by_gene,
+    cross_gene_plan,
+    cross_gene_terms,
     plan_shares,
     plant_component,
     predict_features,
@@ -77,7 +79,10 @@ def simulate_study(out_dir: Path, seed: int = DEFAULT_SEED, n_samples: int = DEF
     arguments give byte-identical files (on one machine: the Enformer component is float32
     arithmetic whose last bits may differ between CPUs). ``enformer_genes`` (study genes) get
     an expression component predicted by the demo Enformer weights; the weights are always
-    written.
+    written. The cross-gene component (:func:`cross_gene_plan`: part of APOC1's expression
+    driven by APOE's Enformer feature) is planted only when its source is among the
+    ``enformer_genes`` and its target among the study genes; otherwise there is none, and its
+    truth columns are 0.
     """
     if n_samples < MIN_SAMPLES:
         raise ValueError(f"n_samples must be at least {MIN_SAMPLES}, got {n_samples}")
@@ -116,9 +121,13 @@ def simulate_study(out_dir: Path, seed: int = DEFAULT_SEED, n_samples: int = DEF
     features, enformer = _enformer_component(study_file, enformer_genes, rna,
                                              rng["enformer"], report)
     enformer["weights_seed"] = weights_seed
+    cross_gene = cross_gene_plan(enformer_genes, listed)
+    gene_ids = dict(zip(genes_table["symbol"], genes_table["gene_id"], strict=True))
 
     extra = extra_components(out, rna) if extra_components else None
     components = {"enformer": components_by_gene(features, rna),
+                  "cross_gene": {gene_ids[target]: term for target, term
+                                 in cross_gene_terms(features, cross_gene, rna).items()},
                   **({"extra": extra} if extra is not None else {})}
     truth = simulate_expression(genes_table, pool, covariates, nearest_genes(genes_table),
                                 {FOCUS_GENE: [variants.index_of(RS7412.pos)]},
@@ -127,7 +136,7 @@ def simulate_study(out_dir: Path, seed: int = DEFAULT_SEED, n_samples: int = DEF
     report("writing expression, covariates, truth, README")
     _write_expression(out, genes_table, truth, covariates)
     record = simulation_record(seed, n_samples, len(rna), seeds, region, variants, calls, truth,
-                               enformer)
+                               enformer, cross_gene)
     _write_truth(out, truth, record)
     write_atomic(out / layout.TRUTH_ENFORMER, table_text(features, ENFORMER_DECIMALS))
     write_atomic(out / layout.README, readme_text(seed, n_samples, genes, record))
@@ -224,8 +233,9 @@ def _write_truth(out: Path, truth: ExpressionTruth, record: dict) -> None:
 
 def simulation_record(seed: int, n_samples: int, n_expression: int, msprime_seeds: list[int],
                       region: bytes, variants: VariantSet, calls: Calls,
-                      truth: ExpressionTruth, enformer: dict) -> dict:
-    """How the study was made and what came out, for ``truth/simulation.json``."""
+                      truth: ExpressionTruth, enformer: dict, cross_gene: dict) -> dict:
+    """How the study was made and what came out, for ``truth/simulation.json``;
+    ``cross_gene`` is :func:`cross_gene_plan`'s (target → source and share)."""
     kinds = pd.Series(variants.kinds()).value_counts()
     haplotypes = {snp.rsid: variants.haplotypes[variants.index_of(snp.pos)]
                   for snp in APOE_SNPS}
@@ -257,4 +267,5 @@ def simulation_record(seed: int, n_samples: int, n_expression: int, msprime_seed
         },
         "null_genes": truth.genes.loc[truth.genes["h2_planted"] == 0, "symbol"].tolist(),
         "enformer": enformer,
+        "cross_gene": cross_gene,
     }

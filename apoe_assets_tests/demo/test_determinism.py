@@ -13,7 +13,7 @@ import yaml
 from apoe_assets.demo import simulate_study
 from apoe_assets.demo.__main__ import main
 from apoe_assets.demo.covariates import DECIMALS
-from apoe_assets.demo.enformer_component import FEATURE_DECIMALS
+from apoe_assets.demo.enformer_component import CROSS_GENE_TARGET, FEATURE_DECIMALS
 from apoe_assets.enformer.model import EnformerConfig
 from apoe_assets_tests.demo.conftest import (
     BUNDLED,
@@ -23,6 +23,7 @@ from apoe_assets_tests.demo.conftest import (
 )
 from apoe_assets_tests.demo.reading import read_expression, read_truth, read_vcf, snapshot
 from apoe_assets_tests.demo.test_enformer import assert_component_recovered
+from apoe_assets_tests.demo.test_truth import cross_gene_component
 from apoe_assets_tests.float32 import recorded_tolerance
 from apoe_assets_tests.requirements import not_compared
 
@@ -57,6 +58,27 @@ def test_other_seed_gives_other_genotypes(small_study: Path, tmp_path: Path) -> 
         assert ours[name] != theirs[name], name
 
 
+def test_components_take_no_random_draws(small_study: Path, tmp_path: Path) -> None:
+    """The small study's Enformer component (APOE) and cross-gene component (APOE's feature in
+    APOC1) change the expression of those two genes only: the same study without Enformer
+    genes has every other gene's expression and truth row identical. Catches a component
+    (e.g. a cross-gene share) drawn from the expression's random stream, which would shift
+    the draws of every later gene."""
+    plain = simulate_study(tmp_path / "plain", seed=SMALL_SEED, n_samples=SMALL_SAMPLES,
+                           enformer_genes=()).parent
+    symbols = read_truth(small_study, "genes.tsv").set_index("symbol")["gene_id"]
+    carriers = [symbols[s] for s in (*SMALL_ENFORMER_GENES, CROSS_GENE_TARGET)]
+    expression = [read_expression(s).set_index("gene_id") for s in (small_study, plain)]
+    pd.testing.assert_frame_equal(expression[0].drop(index=carriers),
+                                  expression[1].drop(index=carriers))
+    for gene_id in carriers:
+        assert not expression[0].loc[gene_id].equals(expression[1].loc[gene_id]), gene_id
+    genes = [read_truth(s, "genes.tsv").set_index("gene_id") for s in (small_study, plain)]
+    pd.testing.assert_frame_equal(genes[0].drop(index=carriers), genes[1].drop(index=carriers))
+    for name in ("causal_variants.tsv", "covariate_effects.tsv"):
+        pd.testing.assert_frame_equal(read_truth(small_study, name), read_truth(plain, name))
+
+
 def _installed_versions() -> dict[str, str]:
     import jax
     import jaxlib
@@ -71,9 +93,10 @@ def _installed_versions() -> dict[str, str]:
 def _assert_enformer_files_close(fresh: Path, bundled: Path) -> None:
     """The Enformer's float32 outputs are the one source of difference between two generations:
     the haplotype features agree within the demo network's tolerance, and every number
-    derived from them moved exactly as the features imply (the component is the standardised
-    feature times √share, and enters the expression additively; no random draw depends on
-    it). Rows of genes without a component and every other field are identical."""
+    derived from them moved exactly as the features imply (the component, and the cross-gene
+    component of its target, is the standardised feature times √share, and enters the
+    expression additively; no random draw depends on it). Rows of genes without a component
+    and every other field are identical."""
     record = json.loads((bundled / "truth/simulation.json").read_text())
     stats = record["enformer"]["genes"]
     new, old = (read_truth(s, "enformer_features.tsv") for s in (fresh, bundled))
@@ -88,6 +111,10 @@ def _assert_enformer_files_close(fresh: Path, bundled: Path) -> None:
                                    rtol=0, atol=1e-7)
     moved = (new.set_index(["gene_id", "sample"])["component"]
              - old.set_index(["gene_id", "sample"])["component"]).unstack()
+    for gene_id in read_truth(bundled, "genes.tsv")["gene_id"]:
+        cross = [cross_gene_component(s, gene_id) for s in (fresh, bundled)]
+        if cross[1] is not None:
+            moved = moved.add((cross[0] - cross[1]).to_frame(gene_id).T, fill_value=0)
 
     expression = [read_expression(s).set_index("gene_id").iloc[:, 3:] for s in (fresh, bundled)]
     gap = expression[0] - expression[1]
@@ -98,7 +125,8 @@ def _assert_enformer_files_close(fresh: Path, bundled: Path) -> None:
 
     # var(term) / var(y) and corr(genetic, term) move by at most ~2·|gap| / sd(y) each
     genes = [read_truth(s, "genes.tsv").set_index("gene_id") for s in (fresh, bundled)]
-    ratios = ["h2_realised", "enformer_realised", "enformer_genetic_r"]
+    ratios = ["h2_realised", "enformer_realised", "enformer_genetic_r", "cross_gene_realised",
+              "cross_gene_genetic_r"]
     pd.testing.assert_frame_equal(genes[0].drop(columns=ratios), genes[1].drop(columns=ratios))
     pd.testing.assert_frame_equal(genes[0].drop(index=moved.index),
                                   genes[1].drop(index=moved.index))
@@ -148,8 +176,12 @@ def test_command_line_writes_all_genes(tmp_path: Path, capsys: pytest.CaptureFix
     assert study["seed"] == 3
     assert len(study["genes"]) == 30
     assert "done" in capsys.readouterr().out
-    assert (read_truth(tmp_path / "cli", "genes.tsv")["enformer_share"] == 0).all()
+    genes = read_truth(tmp_path / "cli", "genes.tsv")
+    assert (genes[["enformer_share", "cross_gene_share"]] == 0).all().all()
     assert len(read_truth(tmp_path / "cli", "enformer_features.tsv")) == 0
+    # no Enformer gene, so no source for the cross-gene component
+    assert json.loads((tmp_path / "cli" / "truth/simulation.json").read_text())["cross_gene"] == {}
+    assert "No gene carries a cross-gene component" in (tmp_path / "cli" / "README.md").read_text()
 
 
 def test_command_line_refuses_an_empty_enformer_gene_list(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The demo's Enformer: shipped weights are the recorded random ones, and the planted component
 is what the pipeline's own path (personal sequences → predictions → TSS feature) computes from
-the written VCF, reference and weights."""
+the written VCF, reference and weights. The cross-gene component (part of APOC1's expression
+driven by APOE's feature) is recomputed from the features table and found in the expression."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apoe_assets.demo.enformer_component import FEATURE_DECIMALS
+from apoe_assets.demo.enformer_component import (
+    CROSS_GENE_SHARE,
+    CROSS_GENE_SOURCE,
+    CROSS_GENE_TARGET,
+    ENFORMER_GENES,
+    FEATURE_DECIMALS,
+    cross_gene_plan,
+)
+from apoe_assets.demo.genes import gene_table, nearest_genes
 from apoe_assets.enformer import EnformerConfig, random_params
 from apoe_assets.enformer.convert import flatten, load_params
 from apoe_assets.enformer.features import combine_haplotypes, haplotype_feature, tss_bins
@@ -25,6 +34,7 @@ from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.study import load_study
 from apoe_assets_tests.demo.conftest import BUNDLED
 from apoe_assets_tests.demo.reading import Vcf, read_covariates, read_expression, read_truth
+from apoe_assets_tests.demo.test_truth import cross_gene_component, enformer_component
 from apoe_assets_tests.float32 import recorded_tolerance
 
 SHARE_RANGE = (0.15, 0.25)
@@ -35,6 +45,10 @@ or missing calls in the window, the others at random)."""
 COEFFICIENT_SES = 3.0
 """Standard errors within which the component's coefficient must be 1 (and beyond which
 from 0)."""
+CROSS_GENE_COLUMNS = ["cross_gene_share", "cross_gene_realised", "cross_gene_genetic_r"]
+GENETIC_R_TOLERANCE = 0.05
+"""|r(genetic, cross-gene) recomputed − recorded|: recomputed on the samples whose causal
+genotypes are all called (≥ 96% of them), recorded on all with the true genotypes."""
 
 
 def _record(study: Path) -> dict:
@@ -95,46 +109,110 @@ def test_features_table_is_consistent(study: Path) -> None:
         assert stats["distinct_haplotypes"] <= 2 * len(samples)
 
 
-def _component_coefficient(y: np.ndarray, component: np.ndarray, others: np.ndarray
-                           ) -> tuple[float, float]:
-    """OLS coefficient of ``component`` in y ~ 1 + component + others, and its SE."""
-    design = np.column_stack([np.ones(len(y)), component, others])
+def _component_coefficients(y: np.ndarray, components: np.ndarray, others: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """OLS coefficients of the ``components`` columns in y ~ 1 + components + others, and
+    their SEs."""
+    design = np.column_stack([np.ones(len(y)), components, others])
     beta, *_ = np.linalg.lstsq(design, y, rcond=None)
     residual = y - design @ beta
     variance = residual @ residual / (len(y) - design.shape[1])
-    return float(beta[1]), float(np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1]))
+    se = np.sqrt(variance * np.diag(np.linalg.inv(design.T @ design)))
+    k = components.shape[1]
+    return beta[1 : 1 + k], se[1 : 1 + k]
 
 
 def assert_component_recovered(study: Path, vcf: Vcf) -> None:
-    """The planted component is in the expression with coefficient 1: regressing expression on
-    it, the covariates and the gene's causal SNPs (the other planted terms) gives 1 within
-    sampling error, and clearly not 0."""
+    """Each planted component (a gene's own Enformer component; the cross-gene one, another
+    gene's feature recomputed from the features table) is in the expression with coefficient
+    1: regressing expression on them, the covariates and the gene's causal SNPs (the other
+    planted terms) gives 1 within sampling error, and clearly not 0. Its variance and share of
+    the expression variance are the recorded ones."""
     expression = read_expression(study).set_index("gene_id")
     samples = expression.columns[3:].tolist()
-    features = read_truth(study, "enformer_features.tsv")
     genes = read_truth(study, "genes.tsv").set_index("gene_id")
     causal = read_truth(study, "causal_variants.tsv")
     covariates = read_covariates(study).loc[:, samples].to_numpy(dtype=float).T
-    for gene_id, rows in features.groupby("gene_id"):
-        component = rows.set_index("sample").loc[samples, "component"].to_numpy()
+    checked = 0
+    for gene_id, gene in genes.iterrows():
+        components = {name: values[samples].to_numpy() for name, values in (
+            ("enformer", enformer_component(study, str(gene_id))),
+            ("cross_gene", cross_gene_component(study, str(gene_id)))) if values is not None}
+        if not components:
+            continue
         y = expression.loc[gene_id, samples].to_numpy(dtype=float)
-        gene = genes.loc[gene_id]
-        assert np.var(component) == pytest.approx(gene["enformer_share"], rel=1e-4)
-        assert np.var(component) / np.var(y) == pytest.approx(gene["enformer_realised"],
-                                                              rel=1e-4)
+        for name, component in components.items():
+            assert np.var(component) == pytest.approx(gene[f"{name}_share"], rel=1e-4), name
+            assert np.var(component) / np.var(y) == pytest.approx(gene[f"{name}_realised"],
+                                                                  rel=1e-4), name
         dosages = [vcf.dosage(v, samples) for v in causal.query("gene_id == @gene_id")
                    ["variant_id"]]
         dosages = np.column_stack([np.where(np.isnan(d), np.nanmean(d), d) for d in dosages]
                                   or [np.zeros((len(y), 0))])
-        coefficient, se = _component_coefficient(y, component,
-                                                 np.column_stack([covariates, dosages]))
-        assert abs(coefficient - 1) <= COEFFICIENT_SES * se, (gene_id, coefficient, se)
-        assert coefficient >= COEFFICIENT_SES * se, (gene_id, coefficient, se)
+        coefficients, ses = _component_coefficients(
+            y, np.column_stack(list(components.values())),
+            np.column_stack([covariates, dosages]))
+        for name, coefficient, se in zip(components, coefficients, ses, strict=True):
+            assert abs(coefficient - 1) <= COEFFICIENT_SES * se, (gene_id, name, coefficient, se)
+            assert coefficient >= COEFFICIENT_SES * se, (gene_id, name, coefficient, se)
+            checked += 1
+    assert checked > 0
 
 
 def test_component_enters_expression_at_its_share(study: Path, vcf: Vcf) -> None:
     """Catches a component planted at another scale, sign or sample order."""
     assert_component_recovered(study, vcf)
+
+
+def test_cross_gene_component_is_planted_as_recorded(study: Path, vcf: Vcf) -> None:
+    """APOC1 carries APOE's standardised Enformer feature × √CROSS_GENE_SHARE (recomputed
+    from enformer_features.tsv: variance = cross_gene_share, var / var(y) = cross_gene_realised,
+    r with the SNP term = cross_gene_genetic_r), recorded in simulation.json; every other gene
+    has 0 in the cross_gene columns. With the coefficient check above, catches a cross-gene
+    term built from the wrong gene's feature, at the wrong share or in the wrong sample order,
+    added to the wrong gene, or missing from the truth."""
+    record = json.loads((study / "truth/simulation.json").read_text())["cross_gene"]
+    assert record == {CROSS_GENE_TARGET: {"source": CROSS_GENE_SOURCE,
+                                          "share": CROSS_GENE_SHARE}}
+    genes = read_truth(study, "genes.tsv").set_index("symbol")
+    assert (genes.drop(index=CROSS_GENE_TARGET)[CROSS_GENE_COLUMNS] == 0).all().all()
+    target = genes.loc[CROSS_GENE_TARGET]
+    assert target["cross_gene_share"] == pytest.approx(CROSS_GENE_SHARE, abs=1e-6)
+    assert target["noise_share"] > 0
+
+    expression = read_expression(study).set_index("gene_id")
+    samples = expression.columns[3:].tolist()
+    term = cross_gene_component(study, target["gene_id"])
+    assert term is not None
+    term = term[samples].to_numpy()
+    y = expression.loc[target["gene_id"], samples].to_numpy(dtype=float)
+    assert np.var(term) == pytest.approx(target["cross_gene_share"], rel=1e-5)
+    assert np.var(term) / np.var(y) == pytest.approx(target["cross_gene_realised"], rel=1e-4)
+    # the share of y it explains alone: corr(term, y)² ≈ realised share (other terms are
+    # nearly uncorrelated with it), far from 0
+    assert np.corrcoef(term, y)[0, 1] > 0.25
+
+    causal = read_truth(study, "causal_variants.tsv").query("symbol == @CROSS_GENE_TARGET")
+    if causal.empty:  # a null gene: no SNP term
+        assert target["cross_gene_genetic_r"] == 0
+        return
+    dosages = np.column_stack([vcf.dosage(v, samples) for v in causal["variant_id"]])
+    called = ~np.isnan(dosages).any(axis=1)
+    genetic = dosages[called] @ causal["effect"].to_numpy()
+    r = np.corrcoef(genetic, term[called])[0, 1]
+    assert r == pytest.approx(target["cross_gene_genetic_r"], abs=GENETIC_R_TOLERANCE)
+
+
+def test_cross_gene_plan_needs_its_source_predicted_and_its_target_studied() -> None:
+    """No cross-gene component when APOE's feature is not predicted (not an Enformer gene) or
+    APOC1 is not a study gene."""
+    studied = nearest_genes(gene_table())
+    planted = {CROSS_GENE_TARGET: {"source": CROSS_GENE_SOURCE, "share": CROSS_GENE_SHARE}}
+    assert cross_gene_plan(ENFORMER_GENES, studied) == planted
+    assert cross_gene_plan((CROSS_GENE_SOURCE,), studied) == planted  # target needs no own
+    assert cross_gene_plan(("TOMM40", "APOC1"), studied) == {}
+    assert cross_gene_plan((), studied) == {}
+    assert cross_gene_plan(ENFORMER_GENES, [g for g in studied if g != CROSS_GENE_TARGET]) == {}
 
 
 def _checked_samples(vcf: Vcf, window: Interval, expressed: list[str]) -> list[str]:

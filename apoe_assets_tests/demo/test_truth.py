@@ -3,6 +3,7 @@ recovers the planted effects and heritabilities."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,27 @@ def enformer_component(study: Path, gene_id: str) -> pd.Series | None:
     return table.set_index("sample")["component"] if len(table) else None
 
 
+def cross_gene_component(study: Path, gene_id: str) -> pd.Series | None:
+    """The cross-gene component of a gene by expression sample, recomputed from the files, or
+    None when the gene is no cross-gene target: the source gene's Enformer feature (from
+    ``enformer_features.tsv``) standardised over the expression samples (ddof 0), times
+    √share (``cross_gene`` in ``simulation.json``)."""
+    plan = json.loads((study / "truth/simulation.json").read_text())["cross_gene"]
+    symbol = read_truth(study, "genes.tsv").set_index("gene_id").loc[gene_id, "symbol"]
+    if symbol not in plan:
+        return None
+    source, share = plan[symbol]["source"], plan[symbol]["share"]
+    samples = _expression(study).columns.tolist()
+    features = read_truth(study, "enformer_features.tsv")
+    features = features[features["symbol"] == source]
+    feature = features.set_index("sample").loc[samples, "feature"]
+    return np.sqrt(share) * (feature - feature.mean()) / feature.std(ddof=0)
+
+
 def _design(study: Path, vcf: Vcf, gene_id: str, extra: pd.Series | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """y, X = [1, causal dosages, covariates(, Enformer)(, extra)] and the planted
-    coefficients, over the expression samples whose causal genotypes are all called."""
+    """y, X = [1, causal dosages, covariates(, Enformer)(, cross-gene)(, extra)] and the
+    planted coefficients, over the expression samples whose causal genotypes are all called."""
     expression = _expression(study)
     samples = expression.columns.tolist()
     causal = read_truth(study, "causal_variants.tsv").query("gene_id == @gene_id")
@@ -48,7 +66,8 @@ def _design(study: Path, vcf: Vcf, gene_id: str, extra: pd.Series | None = None
                *(covariates.loc[c].to_numpy() for c in effects["covariate"])]
     planted = [np.nan, *causal["effect"], *effects["effect"]]
     names = ["intercept", *causal["variant_id"], *effects["covariate"]]
-    for name, values in (("enformer", enformer_component(study, gene_id)), ("extra", extra)):
+    for name, values in (("enformer", enformer_component(study, gene_id)),
+                         ("cross_gene", cross_gene_component(study, gene_id)), ("extra", extra)):
         if values is not None:
             columns.append(values[samples].to_numpy())
             planted.append(1.0)
@@ -96,7 +115,8 @@ def test_gene_truth_is_consistent(study: Path) -> None:
     assert table.columns.tolist() == ["gene_id", "symbol", "h2_planted", "h2_realised",
                                       "n_causal", "covariate_share", "noise_share",
                                       "enformer_share", "enformer_realised",
-                                      "enformer_genetic_r"]
+                                      "enformer_genetic_r", "cross_gene_share",
+                                      "cross_gene_realised", "cross_gene_genetic_r"]
     genes = table.set_index("symbol")
     causal = read_truth(study, "causal_variants.tsv")
     shares = read_truth(study, "covariate_effects.tsv")
@@ -111,8 +131,9 @@ def test_gene_truth_is_consistent(study: Path) -> None:
     assert not null["APOE"]
     assert "rs7412" in causal.query("symbol == 'APOE'")["rsid"].tolist()
     total = (genes["h2_planted"] + genes["covariate_share"] + genes["enformer_share"]
-             + genes["noise_share"])
+             + genes["cross_gene_share"] + genes["noise_share"])
     assert np.allclose(total, 1, atol=1e-4)
+    assert (genes["noise_share"] > 0).all()
     per_gene = shares.groupby("symbol")["share"].sum()[genes.index]
     assert np.allclose(per_gene, genes["covariate_share"], atol=1e-3)
     variance = np.where(shares["covariate"] == "sex", 0.25, 1.0)
@@ -124,14 +145,22 @@ def test_heritability_realised_matches_planted(study: Path, vcf: Vcf) -> None:
     expression = _expression(study)
     n = expression.shape[1]
     # The genetic term is scaled to in-sample variance h², so h2_planted / h2_realised is
-    # var(y). var(y) has expectation 1 + 2·cov(genetic, Enformer) (the Enformer component is a
-    # function of the genotypes too, so the two may be correlated; its r is recorded) and
+    # var(y). var(y) has expectation 1 + 2·(the covariances of the genetic, Enformer and
+    # cross-gene terms: all functions of the genotypes, so they may be correlated; their r
+    # with the genetic term is recorded, the Enformer–cross-gene one is recomputed here) and
     # SD ≤ sqrt(3/n): the sample variance of the rest (variance ≤ 1) has SD ≤ sqrt(2/n), its
     # chance covariance with the genetic term adds 2·sqrt(h²(1−h²)/n) ≤ sqrt(1/n) (the PCs'
     # correlation with it is small: ≤ 1% shares).
     bound = 4 * np.sqrt(3 / n)
-    covariance = genes["enformer_genetic_r"] * np.sqrt(genes["h2_planted"]
-                                                       * genes["enformer_share"])
+    covariance = (genes["enformer_genetic_r"] * np.sqrt(genes["h2_planted"]
+                                                        * genes["enformer_share"])
+                  + genes["cross_gene_genetic_r"] * np.sqrt(genes["h2_planted"]
+                                                            * genes["cross_gene_share"]))
+    for i, gene_id in enumerate(genes["gene_id"]):
+        enformer, cross = (enformer_component(study, gene_id),
+                           cross_gene_component(study, gene_id))
+        if enformer is not None and cross is not None:
+            covariance.iloc[i] += np.cov(enformer[cross.index], cross, ddof=0)[0, 1]
     expected = (1 + 2 * covariance).to_numpy()
     observed = expression.loc[genes["gene_id"]].var(axis=1, ddof=0).to_numpy()
     assert (np.abs(observed - expected) <= bound).all()
@@ -175,6 +204,7 @@ def test_extra_components_enter_expression_and_truth(tmp_path: Path) -> None:
     assert genes.loc[list(shares), "extra_share"].round(6).tolist() == list(shares.values())
     assert (genes.drop(index=list(shares))["extra_share"] == 0).all()
     assert (genes["enformer_share"] == 0).all()
+    assert (genes["cross_gene_share"] == 0).all()  # no Enformer genes: no cross-gene source
     total = genes["h2_planted"] + genes["covariate_share"] + genes["extra_share"] \
         + genes["noise_share"]
     assert np.allclose(total, 1, atol=1e-4)
