@@ -1,8 +1,13 @@
-"""enformer_predictions on the demo study, materialised for real through Dagster.
+"""enformer_predictions and the model assets on the demo study, materialised for real
+through Dagster, the models logging to a real `mlflow server` on 127.0.0.1.
 
 Two genes in one single-run backfill: the per-sample feature equals the planted truth (which the
 simulator computed by the same path), every distinct haplotype goes through the model once,
 the model is loaded once for both genes, and a failed run leaves the good output as it was.
+Then the genotype models, ``gene_models``, ``multi_gene_stacking`` (genotype scores on) and
+``model_comparison`` on those predictions: stored tables equal the cores on the stored inputs,
+every MLflow run holds what the stored predictions say, every logged model predicts its fold's
+held-out people from inputs rebuilt here, and each gene's champion is its best model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from sklearn.metrics import r2_score
+from threadpoolctl import threadpool_limits
 
 from apoe_assets.assets.models import ALL_MODELS
 from apoe_assets.assets.models import VERSION as MODELS_VERSION
@@ -32,7 +39,9 @@ from apoe_assets.genomics.vcf import read_genotypes
 from apoe_assets.materialize import QUIET, materialize_all
 from apoe_assets.ml.enformer_models import ENFORMER_MODELS, boosting_features, enformer_models
 from apoe_assets.ml.gene_models import MODELS
+from apoe_assets.ml.stacking import BASE_MODELS, STACK, check_no_leakage, stack_gene
 from apoe_assets.ml.tracking import (
+    MULTI_GENE_STACKING,
     ROLE_PARENT,
     SINGLE_GENE,
     TAG_ASSET_KEY,
@@ -198,42 +207,56 @@ def test_failed_run_leaves_the_good_output(backfill: Backfill, tmp_path: Path, c
 
 
 MODEL_ASSETS = ("expression", "covariates", "cv_folds", "cis_eqtl", "prs_scores", "prs_weights",
-                "prs_fold_scores", "gene_models")
+                "prs_fold_scores", "gene_models", "multi_gene_stacking", "model_comparison")
 
 
 @dataclass(frozen=True)
 class Models:
-    """The model assets materialised against a real MLflow server."""
+    """The model assets materialised against a real MLflow server (stacking with the genotype
+    scores on, so the per-fold scores travel through the asset too)."""
 
     study_file: Path
     tracking: MlflowTracking
-    metadata: dict[str, dict]
-    """gene → gene_models' materialisation metadata."""
+    results: list[dg.ExecuteInProcessResult]
+    logs: list[str]
+
+    @property
+    def storage(self) -> Path:
+        return Path(load_study(self.study_file).storage_root)
 
     def table(self, gene: str) -> pd.DataFrame:
-        return pd.read_parquet(Path(load_study(self.study_file).storage_root) / "gene_models"
-                               / f"{gene}.parquet")
+        return pd.read_parquet(self.storage / "gene_models" / f"{gene}.parquet")
+
+    def stored(self, asset: str) -> pd.DataFrame:
+        return pd.read_parquet(self.storage / f"{asset}.parquet")
+
+    def metadata(self, asset: str, gene: str | None = None) -> dict:
+        events = [e for r in self.results for e in r.get_asset_materialization_events()
+                  if e.asset_key == dg.AssetKey(asset) and e.partition == gene]
+        assert len(events) == 1, (asset, gene)
+        return {k: getattr(v, "value", v) for k, v in events[0].materialization.metadata.items()}
 
 
 @pytest.fixture(scope="module")
 def models(backfill: Backfill, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
-    """The genotype models and ``gene_models`` of both genes, on the stored predictions,
-    logged to a real `mlflow server` on 127.0.0.1."""
+    """The genotype models, ``gene_models`` of both genes, ``multi_gene_stacking`` and
+    ``model_comparison`` on the stored predictions, logged to a real `mlflow server` on
+    127.0.0.1."""
     folder = tmp_path_factory.mktemp("mlflow")
     with mlflow_server(folder) as url:
         fields = yaml.safe_load(backfill.study_file.read_text())
         study_file = folder / "study.yaml"
-        study_file.write_text(yaml.safe_dump({**fields, "mlflow_tracking_uri": url},
+        study_file.write_text(yaml.safe_dump({**fields, "mlflow_tracking_uri": url,
+                                              "stacking": {"genotype_scores": True}},
                                              sort_keys=False))
         with dg.instance_for_test() as instance:
             results = materialize_all(build_definitions(load_study(study_file)), instance,
                                       report=lambda _: None,
                                       selection=dg.AssetSelection.assets(*MODEL_ASSETS))
+            logs = [entry.user_message for r in results
+                    for entry in instance.all_logs(r.run_id)]
         assert all(r.success for r in results), failure_message(results)
-        yield Models(study_file, MlflowTracking(tracking_uri=url),
-                     {e.partition: e.materialization.metadata for r in results
-                      for e in r.get_asset_materialization_events()
-                      if e.asset_key == dg.AssetKey("gene_models")})
+        yield Models(study_file, MlflowTracking(tracking_uri=url), results, logs)
 
 
 @pytest.mark.parametrize("gene", GENES[:1])
@@ -260,7 +283,7 @@ def test_gene_models_stores_every_model_out_of_fold(backfill: Backfill, models: 
     for model in ENFORMER_MODELS:
         r2 = 1 - ((table["observed"] - table[model]) ** 2).sum() / (
             (table["observed"] - table["observed"].mean()) ** 2).sum()
-        assert models.metadata[gene][f"r2_{model}"].value == pytest.approx(r2)
+        assert models.metadata("gene_models", gene)[f"r2_{model}"] == pytest.approx(r2)
 
 
 def _r2(observed: pd.Series, predicted: pd.Series) -> float:
@@ -303,12 +326,29 @@ def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
         assert artifacts == ["plots/observed_vs_predicted.png"]
 
 
-def _held_out_inputs(study_file: Path, storage: Path, gene: str, model: str, estimator: object,
-                     fold: int, test: pd.Index) -> pd.DataFrame:
+def _stacking_features(storage: Path, folds: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every gene's Enformer feature and per-fold genotype scores, read from storage and put
+    together by hand (not by the asset's helper)."""
+    features = pd.DataFrame({
+        f"{g}:feature": GenePredictions.read(storage / "enformer_predictions"
+                                             / f"{g}.predictions").features["feature"]
+        for g in GENES}).loc[folds.index]
+    scores = None
+    for gene in GENES:
+        table = pd.read_parquet(storage / "prs_fold_scores" / f"{gene}.parquet").drop(
+            columns="target").rename(columns={"baseline_prs": f"{gene}:baseline_prs",
+                                              "pt_prs": f"{gene}:pt_prs"})
+        scores = table if scores is None else scores.merge(table, on=["fold", "sample", "role"])
+    return features, scores
+
+
+def _held_out_inputs(models: Models, gene: str, model: str, estimator: object, fold: int,
+                     test: pd.Index) -> pd.DataFrame:
     """The inputs of ``model`` for the people of ``fold``, rebuilt from the study's files and
     the stored upstream assets (not from anything the model run logged)."""
+    storage = models.storage
     if model in MODELS:  # ALT dosages of the weighted variants, from the VCF
-        study = load_study(study_file)
+        study = load_study(models.study_file)
         reference = ReferenceGenome(study.reference_fasta)
         chrom = study.gene_table.set_index("partition_key").loc[gene, "chrom"]
         genotypes, _ = read_genotypes(study.genotypes[chrom] if isinstance(study.genotypes, dict)
@@ -323,6 +363,14 @@ def _held_out_inputs(study_file: Path, storage: Path, gene: str, model: str, est
             "variant_id").loc[names, "mean_dosage"].to_numpy()[:, None]
         return pd.DataFrame(np.where(np.isnan(dosages), means, dosages).T, index=test,
                             columns=names)
+    if model == STACK:  # the base models' stored out-of-fold predictions
+        stacked = models.stored("multi_gene_stacking")
+        return stacked[stacked["gene"] == gene].set_index("sample").loc[test, list(BASE_MODELS)]
+    if model.startswith("stacking_"):
+        features, scores = _stacking_features(storage, models.stored("cv_folds")["fold"])
+        rows = scores[(scores["fold"] == fold) & (scores["role"] == "test")].set_index("sample")
+        x = features.loc[test].join(rows.drop(columns=["fold", "role"]))
+        return x[list(estimator.feature_names_in_)]
     predictions = GenePredictions.read(storage / "enformer_predictions" / f"{gene}.predictions")
     feature = predictions.features.loc[test, ["h1", "h2"]].mean(axis=1).rename("feature")
     if model == "enformer_linear":
@@ -334,28 +382,41 @@ def _held_out_inputs(study_file: Path, storage: Path, gene: str, model: str, est
     return boosting_features(predictions).loc[test]
 
 
+def _compared(models: Models, gene: str) -> pd.DataFrame:
+    """Per sample, ``fold``, ``observed`` and every model's stored out-of-fold prediction of
+    ``gene``: the single-gene models and the stacking (under the comparison's names)."""
+    stacked = models.stored("multi_gene_stacking")
+    stacked = stacked[stacked["gene"] == gene].set_index("sample").rename(
+        columns={m: f"stacking_{m}" for m in BASE_MODELS})
+    table = models.table(gene)
+    return table.join(stacked[[f"stacking_{m}" for m in BASE_MODELS] + [STACK]])
+
+
+COMPARED = [*ALL_MODELS, *(f"stacking_{m}" for m in BASE_MODELS), STACK]
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("gene", GENES)
-def test_logged_models_and_champion_predict_their_folds_held_out_people(
-        backfill: Backfill, models: Models, gene: str, monkeypatch: pytest.MonkeyPatch
-        ) -> None:
-    """With MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false every logged model of the gene loads
-    (scikit-learn from skops, XGBoost from UBJ) and predicts, for the held-out people of its
-    exported fold, from inputs rebuilt here from the VCF and the stored predictions, the stored
-    out-of-fold predictions (float64 models to 1e-9, XGBoost's float32 to 1e-5 of the observed
-    SD). ``<gene>-expression@champion`` is the model with the best R² recomputed from the stored
-    table, its version linked to that run; an XGBoost champion also loads through
-    ``mlflow.pyfunc``. Catches an exported fit that is not the fold's, wrong coefficients or
-    intercepts, a champion that is not the best, and a pickled model."""
+def test_logged_models_predict_their_folds_held_out_people(
+        models: Models, gene: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false every logged model of the gene, single-
+    gene and stacked, loads (scikit-learn from skops, XGBoost from UBJ) and predicts, for the
+    held-out people of its exported fold, from inputs rebuilt here from the VCF and the stored
+    upstream tables, the stored out-of-fold predictions (float64 models to 1e-9, XGBoost's
+    float32 to 1e-5 of the observed SD). Catches an exported fit that is not the fold's,
+    wrong coefficients or intercepts, a pipeline without its preprocessing, and a pickled
+    model."""
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", models.tracking.tracking_uri)
     client = models.tracking.client()
-    table = models.table(gene)
+    table = _compared(models, gene)
     spread = table["observed"].std()
-    runs = client.search_runs([client.get_experiment_by_name(SINGLE_GENE).experiment_id],
-                              filter_string=f"tags.{TAG_GENE} = '{gene}'")
-    loaded = {}
+    experiments = [client.get_experiment_by_name(e).experiment_id
+                   for e in (SINGLE_GENE, MULTI_GENE_STACKING)]
+    runs = client.search_runs(experiments, filter_string=f"tags.{TAG_GENE} = '{gene}'")
+    checked = []
     for run in runs:
+        if run.data.tags.get(TAG_ROLE) == ROLE_PARENT:
+            continue
         model = run.data.tags[TAG_MODEL]
         fold = int(run.data.params["exported_fold"])
         test = table.index[table["fold"] == fold]
@@ -363,25 +424,110 @@ def test_logged_models_and_champion_predict_their_folds_held_out_people(
             experiment_ids=[run.info.experiment_id],
             filter_string=f"source_run_id = '{run.info.run_id}'")
         estimator = models.tracking.load_model(f"models:/{logged.model_id}")
-        inputs = _held_out_inputs(models.study_file, backfill.storage, gene, model, estimator,
-                                  fold, test)
-        tolerance = 1e-5 if model == "enformer_xgboost" else 1e-9
-        np.testing.assert_allclose(estimator.predict(inputs), table.loc[test, model],
-                                   rtol=0, atol=tolerance * spread)
-        loaded[model] = (run.info.run_id, inputs, test)
-    assert sorted(loaded) == sorted(ALL_MODELS)
-    best = max(ALL_MODELS, key=lambda m: _r2(table["observed"], table[m]))
+        inputs = _held_out_inputs(models, gene, model, estimator, fold, test)
+        xgboost = model in ("enformer_xgboost", "stacking_xgboost", STACK)
+        np.testing.assert_allclose(estimator.predict(inputs), table.loc[test, model], rtol=0,
+                                   atol=(1e-5 if xgboost else 1e-9) * spread, err_msg=model)
+        checked.append(model)
+    assert sorted(checked) == sorted(COMPARED)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("gene", GENES)
+def test_champion_is_the_best_compared_model(models: Models, gene: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``<gene>-expression@champion`` is the version registered from the run of the model with
+    the best R² recomputed here from the stored tables (single-gene and stacked), the run that
+    reported exactly those predictions; it loads without pickle and predicts the exported
+    fold's held-out people as stored (an XGBoost champion also through ``mlflow.pyfunc``).
+    Catches a champion that is not the best, one registered from another run than the one
+    behind the compared predictions, and an alias left on an old version."""
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", models.tracking.tracking_uri)
+    client = models.tracking.client()
+    table = _compared(models, gene)
+    best = max(COMPARED, key=lambda m: _r2(table["observed"], table[m]))
     version = client.get_model_version_by_alias(f"{gene}-expression", "champion")
-    assert version.run_id == loaded[best][0]
+    run = client.get_run(version.run_id)
+    assert run.data.tags[TAG_MODEL] == best and run.data.tags[TAG_GENE] == gene
+    fold = int(run.data.params["exported_fold"])
+    test = table.index[table["fold"] == fold]
     champion = models.tracking.load_model(f"models:/{gene}-expression@champion")
-    _, inputs, test = loaded[best]
+    inputs = _held_out_inputs(models, gene, best, champion, fold, test)
     np.testing.assert_allclose(champion.predict(inputs), table.loc[test, best], rtol=0,
-                               atol=1e-5 * spread)
-    if best == "enformer_xgboost":
+                               atol=1e-5 * table["observed"].std())
+    if best in ("enformer_xgboost", STACK):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{gene}-expression@champion")
         np.testing.assert_allclose(np.asarray(pyfunc.predict(inputs)), table.loc[test, best],
-                                   rtol=0, atol=1e-5 * spread)
-    assert models.metadata[gene]["champions"].value.startswith(f"{gene}: {best} (v")
+                                   rtol=0, atol=1e-5 * table["observed"].std())
+    comparison = models.stored("model_comparison")
+    rows = comparison[comparison["gene"] == gene].set_index("model")
+    assert rows.index[rows["champion"]].tolist() == [best]
+
+
+def test_stored_stacking_equals_the_core_on_the_stored_inputs(models: Models) -> None:
+    """Catches an asset that feeds the core other features (a gene's column swapped or
+    missing, outer genotype scores for training rows, unadjusted targets), other folds or
+    settings, or stores rows under the wrong gene."""
+    table = models.stored("multi_gene_stacking")
+    assert table.columns.tolist() == ["gene", "sample", "fold", "observed", *BASE_MODELS, STACK]
+    assert table["gene"].unique().tolist() == GENES
+    folds = models.stored("cv_folds")["fold"]
+    features, scores = _stacking_features(models.storage, folds)
+    study = load_study(models.study_file)
+    gene = GENES[0]
+    gene_id = study.gene_table.set_index("partition_key").loc[gene, "gene_id"]
+    with threadpool_limits(1):
+        direct = stack_gene(features, models.stored("expression").loc[gene_id], folds,
+                            covariates=models.stored("covariates"), fold_features=scores,
+                            gene_id=gene, n_inner_folds=study.prs.inner_folds, seed=study.seed)
+    check_no_leakage(direct)
+    stored = table[table["gene"] == gene].drop(columns="gene").set_index("sample")
+    pd.testing.assert_frame_equal(stored, direct.predictions, check_exact=False, rtol=1e-9,
+                                  atol=1e-12)
+    # the stack's observed values are gene_models' (the same covariate fit per fold)
+    single = models.table(gene)
+    np.testing.assert_allclose(stored.loc[single.index, "observed"], single["observed"],
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_stacking_metadata_and_progress(models: Models) -> None:
+    metadata = models.metadata("multi_gene_stacking")
+    assert metadata["genes_stacked"] == len(GENES) and metadata["genotype_scores"] is True
+    assert metadata["features"] == len(GENES)
+    assert metadata["leakage_check"].startswith("passed: ")
+    assert metadata["r2_plot"].startswith("![multi-gene stacking R²](data:image/png;base64,")
+    assert metadata["mlflow_failed_runs"] == 0
+    table = models.stored("multi_gene_stacking")
+    for gene in GENES:
+        rows = table[table["gene"] == gene]
+        assert metadata[f"r2_stack_{gene}"] == pytest.approx(
+            r2_score(rows["observed"], rows[STACK]))
+        assert any(m.startswith(f"{gene} ({GENES.index(gene) + 1}/{len(GENES)}): ")
+                   and " s; R² stack " in m for m in models.logs), gene
+    assert "| gene" in metadata["best_per_gene"] and metadata["seconds_per_gene"] > 0
+
+
+def test_model_comparison_r2_is_recomputed_from_the_stored_tables(models: Models) -> None:
+    """Every (gene, model) R² of ``model_comparison`` is scikit-learn's ``r2_score`` of the
+    stored out-of-fold predictions (``gene_models``, ``multi_gene_stacking``), and each gene's
+    winner is its highest R²; the heat map is in the metadata and beside the table."""
+    comparison = models.stored("model_comparison")
+    assert comparison["gene"].unique().tolist() == GENES
+    for gene in GENES:
+        rows = comparison[comparison["gene"] == gene].set_index("model")
+        assert rows.index.tolist() == COMPARED
+        table = _compared(models, gene)
+        for model in COMPARED:
+            assert rows.loc[model, "r2"] == pytest.approx(
+                r2_score(table["observed"], table[model]), rel=1e-12)
+        assert rows.loc[rows["winner"]].index.tolist() == [rows["r2"].idxmax()]
+    metadata = models.metadata("model_comparison")
+    assert "| gene" in metadata["winners"] and metadata["genes"] == len(GENES)
+    plot = models.storage / "model_comparison.png"
+    assert metadata["plot_file"] == str(plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metadata["r2_plot"].startswith("![R² by gene and model](data:image/png;base64,")
 
 
 @pytest.mark.e2e
@@ -393,7 +539,7 @@ def test_unreachable_mlflow_fails_gene_models_before_fitting(backfill: Backfill,
     fields = yaml.safe_load(models.study_file.read_text())
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump({**fields, "mlflow_tracking_uri": uri}))
-    before = snapshot(backfill.storage / "gene_models")
+    before = snapshot(models.storage / "gene_models")
     job = build_definitions(load_study(study_file)).resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, partition_key=GENES[0],
@@ -402,4 +548,4 @@ def test_unreachable_mlflow_fails_gene_models_before_fitting(backfill: Backfill,
     assert not result.success
     message = failure_message([result])
     assert f"MLflow tracking store {uri} is unreachable" in message
-    assert snapshot(backfill.storage / "gene_models") == before
+    assert snapshot(models.storage / "gene_models") == before

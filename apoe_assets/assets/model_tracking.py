@@ -1,5 +1,6 @@
 """MLflow logging shared by the model assets: one child run per (gene, model) under the
-asset's parent run, and the gene's champion registered as ``<gene>-expression@champion``."""
+asset's parent run, each tagged with the digest of the predictions it reports; and the
+champions, registered by ``model_comparison`` from those digests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from apoe_assets.assets.plots import png, prediction_figure, r2_figure
 from apoe_assets.ml.exported_models import ExportedModel
 from apoe_assets.ml.folds import FOLD
 from apoe_assets.ml.metrics import model_metrics
-from apoe_assets.ml.tracking import TrackingPayloadError
+from apoe_assets.ml.tracking import TAG_PREDICTIONS, TrackingPayloadError, predictions_digest
 from apoe_assets.resources.mlflow_tracking import MlflowTracking, ParentRun
 
 EXAMPLE_ROWS = 5
@@ -30,8 +31,6 @@ class LoggedGene:
     """Model → run ID of each finished run."""
     failed: dict[str, str] = field(default_factory=dict)
     """Model → error of each run that ended FAILED."""
-    champion: str | None = None
-    champion_version: str | None = None
 
 
 def fold_metric_table(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -69,19 +68,14 @@ def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: p
                 pooled_metrics=metrics.loc[model].astype(float).to_dict(),
                 model=None if export is None else export.estimator,
                 input_example=None if export is None else export.inputs.head(EXAMPLE_ROWS),
-                plots={"observed_vs_predicted": png(figure)})
+                plots={"observed_vs_predicted": png(figure)},
+                tags={TAG_PREDICTIONS: predictions_digest(
+                    predictions.index, predictions["observed"], predictions[model])})
         except Exception as exc:  # one model's failure must not lose the others' runs
             if isinstance(exc, TrackingPayloadError):  # refused before its run existed
                 parent.log_failed_model_run(gene, model, exc, params=params.get(model, {}))
             logged.failed[model] = f"{type(exc).__name__}: {exc}"
     return logged
-
-
-def champion(metrics: pd.DataFrame, logged: LoggedGene,
-             exported: Mapping[str, ExportedModel]) -> str | None:
-    """The model with the best pooled R² among those logged with a fitted model."""
-    candidates = [m for m in logged.runs if m in exported and np.isfinite(metrics.loc[m, "r2"])]
-    return max(candidates, key=lambda m: metrics.loc[m, "r2"]) if candidates else None
 
 
 def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, experiment: str,
@@ -91,9 +85,9 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
                data_versions: Mapping[str, str],
                failed: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, LoggedGene]:
     """Log every gene's models under one parent run of this Dagster run and asset in
-    ``experiment`` and register each gene's champion. ``tables``: gene → (out-of-fold
-    predictions, metrics per model); ``params``, ``exported`` and ``failed`` (fits that
-    raised): gene → model → …"""
+    ``experiment``. ``tables``: gene → (out-of-fold predictions indexed by sample, with
+    ``fold`` and ``observed``; metrics per model); ``params``, ``exported`` and ``failed``
+    (fits that raised): gene → model → … (``model_comparison`` registers the champions)."""
     asset = context.assets_def.key.to_user_string() if context.has_assets_def else "asset"
     partition = ",".join(genes) if len(genes) <= 3 else f"{genes[0]}…{genes[-1]}"
     data_version = data_versions[genes[0]] if len(genes) == 1 else "multiple"
@@ -105,12 +99,8 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
             predictions, metrics = tables[gene]
             logged = log_gene(parent, gene, predictions, metrics, params.get(gene, {}),
                               exported.get(gene, {}), (failed or {}).get(gene))
-            best = champion(metrics, logged, exported.get(gene, {}))
-            if best is not None:
-                logged.champion = best
-                logged.champion_version = tracking.register_champion(gene, logged.runs[best])
             results[gene] = logged
-            context.log.info(f"{gene}: {len(logged.runs)} MLflow run(s), champion {best}"
+            context.log.info(f"{gene}: {len(logged.runs)} MLflow run(s)"
                              + (f", FAILED: {', '.join(logged.failed)}" if logged.failed else ""))
         parent.log_plots({f"r2_by_model_{gene}": png(r2_figure(tables[gene][1], gene))
                           for gene in genes})
@@ -119,20 +109,44 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
 
 def tracking_metadata(tracking: MlflowTracking, results: Mapping[str, LoggedGene]
                       ) -> dict[str, Any]:
-    """What the asset's metadata shows about MLflow: runs, failures, champions, links."""
+    """What the asset's metadata shows about MLflow: runs, failures, links."""
     rows = []
     for gene, logged in results.items():
         for model, run_id in logged.runs.items():
             url = tracking.run_url(run_id)
             rows.append({"gene": gene, "model": model, "status": "FINISHED",
-                         "champion": "yes" if model == logged.champion else "",
                          "run": f"[{run_id[:8]}]({url})" if url else run_id})
-        rows += [{"gene": gene, "model": model, "status": "FAILED", "champion": "",
-                  "run": error[:120]} for model, error in logged.failed.items()]
-    failed = sum(len(r.failed) for r in results.values())
+        rows += [{"gene": gene, "model": model, "status": "FAILED", "run": error[:120]}
+                 for model, error in logged.failed.items()]
     return {"mlflow_tracking_uri": tracking.tracking_uri,
             "mlflow_runs": dg.MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False)
                                                if rows else "none"),
-            "mlflow_failed_runs": failed,
-            "champions": ", ".join(f"{g}: {r.champion} (v{r.champion_version})"
-                                   for g, r in results.items() if r.champion) or "none"}
+            "mlflow_failed_runs": sum(len(r.failed) for r in results.values())}
+
+
+def register_champions(tracking: MlflowTracking, predictions: pd.DataFrame,
+                       metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per gene, register as ``<gene>-expression@champion`` the best model (pooled R² of
+    ``metrics``, index gene × model) whose MLflow run reported exactly the predictions
+    compared here (``predictions``: the comparison's long table); a better model without such
+    a run (never logged, or logged from other predictions) is passed over and named."""
+    rows = []
+    for gene in dict.fromkeys(metrics.index.get_level_values("gene")):
+        ranked = metrics.loc[gene, "r2"].dropna().sort_values(ascending=False, kind="stable")
+        passed: list[str] = []
+        for model, r2 in ranked.items():
+            rows_of = predictions[(predictions["gene"] == gene) & (predictions["model"] == model)]
+            digest = predictions_digest(rows_of["sample"], rows_of["observed"],
+                                        rows_of["predicted"])
+            run_id = tracking.find_model_run(str(gene), str(model), digest)
+            if run_id is None:
+                passed.append(str(model))
+                continue
+            version = tracking.register_champion(str(gene), run_id)
+            rows.append({"gene": gene, "champion": model, "r2": r2, "run_id": run_id,
+                         "version": version, "passed_over": ", ".join(passed)})
+            break
+        else:
+            rows.append({"gene": gene, "champion": None, "r2": np.nan, "run_id": None,
+                         "version": None, "passed_over": ", ".join(passed)})
+    return pd.DataFrame(rows).set_index("gene")

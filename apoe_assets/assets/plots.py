@@ -27,9 +27,14 @@ def png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
-    encoded = base64.b64encode(png(figure)).decode()
+def embedded(image: bytes, title: str) -> dg.MetadataValue:
+    """A PNG as Markdown the Dagster UI shows."""
+    encoded = base64.b64encode(image).decode()
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
+    return embedded(png(figure), title)
 
 
 def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int | None = None,
@@ -135,3 +140,32 @@ def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, fl
     axes.set(xlabel="p-value threshold", ylabel="inner out-of-fold r²", title=title)
     axes.legend(frameon=False, fontsize=7)
     return _embed(figure, title)
+
+
+def r2_heatmap(r2: pd.DataFrame, title: str) -> plt.Figure:
+    """Genes (rows) × models (columns) of pooled out-of-fold R², each cell annotated, the
+    best model of each gene boxed; NaN (not scored) grey. Colours are centred on 0."""
+    values = r2.to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    bound = max(float(np.abs(finite).max()) if finite.size else 0.0, 0.05)
+    figure, axes = plt.subplots(figsize=(1.6 + 0.85 * r2.shape[1], 1.2 + 0.42 * r2.shape[0]))
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-bound, vmax=bound,
+                        aspect="auto")
+    for i in range(values.shape[0]):
+        row = values[i]
+        best = int(np.nanargmax(row)) if np.isfinite(row).any() else -1
+        for j, value in enumerate(row):
+            text = "–" if not np.isfinite(value) else f"{value:.2f}"
+            axes.text(j, i, text, ha="center", va="center", fontsize=7,
+                      color="white" if np.isfinite(value) and abs(value) > 0.6 * bound
+                      else "black", fontweight="bold" if j == best else "normal")
+        if best >= 0:
+            axes.add_patch(plt.Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False,
+                                         edgecolor="black", linewidth=1.2))
+    axes.set_xticks(range(r2.shape[1]), [str(c) for c in r2.columns], rotation=45,
+                    ha="right", fontsize=8)
+    axes.set_yticks(range(r2.shape[0]), [str(g) for g in r2.index], fontsize=8)
+    figure.colorbar(image, ax=axes, label="out-of-fold R²", shrink=0.8)
+    axes.set_title(title, fontsize=9)
+    return figure

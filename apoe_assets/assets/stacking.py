@@ -9,19 +9,29 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from apoe_assets.assets.comparison import embedded, figure_png, r2_heatmap, stored_partitions
+from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.metadata import preview, scalars
+from apoe_assets.assets.model_tracking import LoggedGene, log_models, tracking_metadata
+from apoe_assets.assets.plots import embedded, png, r2_heatmap
+from apoe_assets.ml.comparison import stacking_model_name
+from apoe_assets.ml.exported_models import check_exported, export_fold, stacking_exports
 from apoe_assets.ml.folds import FOLD
 from apoe_assets.ml.stacking import (
+    FIXED,
+    GRIDS,
+    META_PARAMS,
     STACK,
     STACKING_VERSION,
     LeakageError,
     StackResult,
     check_no_leakage,
+    fold_inputs,
     stack_gene,
 )
 from apoe_assets.ml.stacking_inputs import StackingInputs, stacking_inputs, stacking_table
+from apoe_assets.ml.tracking import MULTI_GENE_STACKING, inputs_digest
 from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
@@ -91,7 +101,7 @@ def stacking_metadata(results: dict[str, StackResult], inputs: StackingInputs,
     metrics = stacking_metrics(results)
     best = best_per_gene(metrics)
     fits = sum(len(p.fits) for r in results.values() for p in r.provenance.values())
-    png = figure_png(r2_heatmap(metrics["r2"].unstack("model").reindex(
+    image = png(r2_heatmap(metrics["r2"].unstack("model").reindex(
         index=list(results), columns=list(dict.fromkeys(metrics.index.get_level_values(1)))),
         "Multi-gene stacking: out-of-fold R² (best boxed)"))
     per_gene = pd.Series(seconds, name="seconds")
@@ -106,11 +116,56 @@ def stacking_metadata(results: dict[str, StackResult], inputs: StackingInputs,
         **scalars({f"r2_stack_{g}": r for g, r in best["r2_stack"].items()}),
         "notes": "; ".join(notes) or "none",
         "leakage_check": f"passed: {fits} fits of {len(results)} genes",
-        "r2_plot": embedded(png, "multi-gene stacking R²"),
+        "r2_plot": embedded(image, "multi-gene stacking R²"),
         "seconds": round(float(per_gene.sum()), 2),
         "seconds_per_gene": round(float(per_gene.mean()), 2) if len(per_gene) else 0.0,
         "preview": preview(table),
     }
+
+
+def stacking_params(config: Study, result: StackResult, inputs: StackingInputs
+                    ) -> dict[str, dict]:
+    """What each stacking model's MLflow run records: its grid and fixed settings, the
+    hyper-parameters chosen per fold, and the features it saw."""
+    shared = {"features": list(inputs.features.columns),
+              "genotype_scores": inputs.fold_features is not None,
+              "inner_folds": config.prs.inner_folds, "seed": config.seed}
+    params = {stacking_model_name(m): {**shared, "grid": dict(GRIDS[m]),
+                                       "fixed": dict(FIXED.get(m, {})),
+                                       "chosen": {f"fold_{f.fold}": f.params[m]
+                                                  for f in result.folds}}
+              for m in result.models}
+    params[STACK] = {**shared, "meta_learner": dict(META_PARAMS),
+                     "trained_on": "inner out-of-fold base predictions"}
+    return params
+
+
+def log_stacking(tracking: MlflowTracking, context: dg.AssetExecutionContext, config: Study,
+                 inputs: StackingInputs, results: dict[str, StackResult],
+                 covariates: pd.DataFrame, folds: pd.Series) -> dict[str, LoggedGene]:
+    """Every gene's stacking models in MLflow's ``multi-gene-stacking`` experiment, under the
+    comparison's model names; each exported fit checked against the stored predictions."""
+    fold = export_fold(folds)
+    tables, params, exports, versions = {}, {}, {}, {}
+    for gene, result in results.items():
+        predictions = result.predictions.rename(
+            columns={m: stacking_model_name(m) for m in result.columns})
+        metrics = result.metrics().rename(index=stacking_model_name).drop(columns="n")
+        x_test = fold_inputs(inputs.features, inputs.targets[gene], folds, fold,
+                             covariates=covariates, fold_features=inputs.fold_features,
+                             n_inner_folds=config.prs.inner_folds, seed=config.seed)[2]
+        exports[gene] = stacking_exports(result, x_test, fold, stacking_model_name)
+        for export in exports[gene].values():
+            check_exported(export, predictions)
+        tables[gene], params[gene] = (predictions, metrics), stacking_params(config, result,
+                                                                             inputs)
+        versions[gene] = inputs_digest({
+            "features": inputs.features, "target": inputs.targets[gene],
+            "covariates": covariates, "folds": folds,
+            "fold_features": (pd.DataFrame() if inputs.fold_features is None
+                              else inputs.fold_features)})
+    return log_models(tracking, context, MULTI_GENE_STACKING, list(results), tables, params,
+                      exports, STACKING_VERSION, versions)
 
 
 def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
@@ -120,6 +175,7 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
               ins={"enformer_predictions": dg.AssetIn(metadata={ALLOW_MISSING: True}),
                    "prs_fold_scores": dg.AssetIn(metadata={ALLOW_MISSING: True})})
     def multi_gene_stacking(context: dg.AssetExecutionContext, study: StudyResource,
+                            mlflow: MlflowTracking,
                             gene_annotation: pd.DataFrame, expression: pd.DataFrame,
                             covariates: pd.DataFrame, cv_folds: pd.DataFrame,
                             enformer_predictions: object, prs_fold_scores: object
@@ -129,10 +185,12 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         XGBoost meta-learner stacked on their inner out-of-fold predictions, from every study
         gene's Enformer feature (quantile-normalised and z-scored per training set) and, with
         ``stacking.genotype_scores``, every gene's genotype scores (inner out-of-fold for
-        training samples); expression adjusted for the covariates per training set. A gene
+        training samples); expression adjusted for the covariates per training set. Each
+        (gene, model) is a run in MLflow's ``multi-gene-stacking`` experiment. A gene
         whose Enformer predictions were never materialised, or without expression, is skipped
         with a note; a constant one is kept with NaN predictions."""
         config = study.load()
+        mlflow.check_reachable()  # fail before fitting, not after
         folds = cv_folds[FOLD]
         enformer = {key: predictions.features for key, predictions in stored_partitions(
             enformer_predictions,
@@ -148,7 +206,9 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                                 f"{len(scores)} genes" if scores else ""))
         results, seconds = stack_genes(context, config, inputs, covariates, folds)
         table = stacking_table(results)
-        context.add_output_metadata(stacking_metadata(results, inputs, seconds, table))
+        logged = log_stacking(mlflow, context, config, inputs, results, covariates, folds)
+        context.add_output_metadata({**stacking_metadata(results, inputs, seconds, table),
+                                     **tracking_metadata(mlflow, logged)})
         return table
 
     return [multi_gene_stacking]

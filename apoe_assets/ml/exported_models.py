@@ -15,11 +15,14 @@ makes a logged model checkable.
 - ``enformer_xgboost``: the fold's ``XGBRegressor`` on :func:`boosting_features` columns.
 - ``combined``: ``LinearRegression`` on ``feature``, ``baseline_prs``, ``pt_prs``; a new
   person's genotype scores are those of the same fold's genotype models.
+- Multi-gene stacking (:func:`stacking_exports`): each base model as its fitted scikit-learn
+  ``Pipeline`` (quantile normalisation, z-scoring, model) on every gene's features; ``stack``
+  as the XGBoost meta-learner on the base models' predictions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +32,7 @@ from sklearn.linear_model import LinearRegression
 from apoe_assets.ml.enformer_models import EnformerModels
 from apoe_assets.ml.folds import FOLD, fold_ids
 from apoe_assets.ml.gene_models import SCORES
+from apoe_assets.ml.stacking import STACK, StackResult
 from apoe_assets.stats.eqtl import CisWindow
 
 EXPORT_TOLERANCE = 1e-6
@@ -129,3 +133,21 @@ def check_exported(exported: ExportedModel, stored: pd.DataFrame) -> None:
         raise AssertionError(f"{exported.model} fold {exported.fold}: the exported estimator "
                              f"predicts up to {worst:.3g} (× observed SD) away from the stored "
                              "out-of-fold predictions")
+
+
+def stacking_exports(result: StackResult, x_test: pd.DataFrame, fold: int,
+                     names: Callable[[str], str] = str) -> dict[str, ExportedModel]:
+    """One gene's multi-gene stacking models of ``fold``: each base pipeline (preprocessing
+    and model) on ``x_test``, the fold's test features (:func:`~apoe_assets.ml.stacking.
+    fold_inputs`), and the meta-learner on the base models' predictions for them (columns
+    named by base model). ``names`` maps a column to the model's logged name."""
+    fitted = {f.fold: f for f in result.folds}
+    if fold not in fitted:
+        return {}
+    f = fitted[fold]
+    base = pd.DataFrame({m: np.asarray(f.base[m].predict(x_test), dtype=np.float64)
+                         for m in result.models}, index=x_test.index)
+    exports = {names(m): ExportedModel(names(m), fold, f.base[m], x_test)
+               for m in result.models}
+    exports[names(STACK)] = ExportedModel(names(STACK), fold, f.meta, base)
+    return exports

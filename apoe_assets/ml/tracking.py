@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,9 @@ TAG_GENE = "gene"
 TAG_MODEL = "model"
 TAG_ROLE = "run_role"
 TAG_ERROR = "error"
+TAG_PREDICTIONS = "predictions_digest"
+"""On a model run: :func:`predictions_digest` of the out-of-fold predictions it reports, so
+the comparison finds the run behind each stored prediction column (and only that run)."""
 ROLE_PARENT = "parent"
 ROLE_MODEL = "model"
 REQUIRED_TAGS = (TAG_DAGSTER_RUN_ID, TAG_ASSET_KEY, TAG_PARTITION, TAG_CODE_VERSION,
@@ -191,4 +194,15 @@ def inputs_digest(inputs: Mapping[str, pd.DataFrame | pd.Series]) -> str:
         columns = table.columns if isinstance(table, pd.DataFrame) else [table.name]
         digest.update(repr([str(c) for c in columns]).encode())
         digest.update(pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def predictions_digest(samples: Sequence[str], observed: np.ndarray,
+                       predicted: np.ndarray) -> str:
+    """A short SHA-256 of out-of-fold predictions (samples sorted, float64 values): the same
+    for the column an asset stored and the rows a downstream asset read back."""
+    order = np.argsort(np.asarray(samples, dtype=str), kind="stable")
+    digest = hashlib.sha256("\n".join(np.asarray(samples, dtype=str)[order]).encode())
+    for values in (observed, predicted):
+        digest.update(np.ascontiguousarray(np.asarray(values, dtype=np.float64)[order]).tobytes())
     return digest.hexdigest()[:16]

@@ -103,6 +103,7 @@ from apoe_assets.ml.tracking import (
     TAG_ERROR,
     TAG_GENE,
     TAG_MODEL,
+    TAG_PREDICTIONS,
     TAG_ROLE,
     TrackingPayloadError,
     error_text,
@@ -265,6 +266,25 @@ class MlflowTracking(dg.ConfigurableResource):
                 tags={TAG_GENE: gene, TAG_MODEL: run.data.tags.get(TAG_MODEL, "")})
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
         return version.version
+
+    def find_model_run(self, gene: str, model_name: str, digest: str) -> str | None:
+        """The latest FINISHED run, in any of the project's experiments, of ``model_name`` for
+        ``gene`` that reported exactly the predictions of ``digest`` and logged a model."""
+        client = self.client()
+        ids = [e.experiment_id for e in client.search_experiments(
+            filter_string=f"name LIKE '{self.experiment_prefix}%'")]
+        if not ids:
+            return None
+        runs = client.search_runs(ids, order_by=["attributes.start_time DESC"], filter_string=(
+            f"tags.`{TAG_GENE}` = '{gene}' AND tags.`{TAG_MODEL}` = '{model_name}' AND "
+            f"tags.`{TAG_PREDICTIONS}` = '{digest}' AND attributes.status = 'FINISHED'"))
+        for run in runs:
+            if client.search_logged_models(
+                    experiment_ids=[run.info.experiment_id],
+                    filter_string=f"source_run_id = '{run.info.run_id}' AND "
+                                  f"name = '{MODEL_ARTIFACT}'"):
+                return run.info.run_id
+        return None
 
     def load_model(self, model_uri: str) -> Any:
         """A logged or registered model (``models:/<gene>-expression@champion``,
