@@ -23,6 +23,7 @@ from apoe_assets.ml import prs_models
 from apoe_assets.ml.enformer_models import ENFORMER_MODELS, EnformerModels, enformer_models
 from apoe_assets.ml.gene_models import MODELS, gene_models
 from apoe_assets.ml.metrics import r2_standard_error
+from apoe_assets.ml.stacking import STACK, StackResult, stack_gene
 from apoe_assets_tests.ml.demo import DEMO, Demo
 
 H2_PLANTED = 0.1
@@ -289,3 +290,64 @@ def test_combined_is_at_least_its_better_part_everywhere(demo: Demo) -> None:
     signal = best >= SIGNAL_R2
     assert signal.sum() >= 6
     assert (table["combined"] >= best - margin)[signal].all()
+
+
+# --- multi-gene stacking against the planted cross-gene component ------------------------------
+# Part of APOC1's expression is APOE's Enformer feature (``cross_gene_share`` in genes.tsv).
+# Stacking every component gene's planted feature must find it: APOC1 better stacked than by
+# its own feature alone; where nothing crosses genes, no better than the gene's best
+# single-gene model beyond sampling error.
+
+_STACKED: dict[str, StackResult] = {}
+
+
+def _stacked(demo: Demo, symbol: str) -> StackResult:
+    """``symbol``'s expression stacked on the planted features of the component genes."""
+    if symbol not in _STACKED:
+        features = pd.DataFrame({f"{g}:feature": _features(g)["mean"] for g in COMPONENT_GENES})
+        gene_id = demo.genes.loc[symbol, "gene_id"]
+        _STACKED[symbol] = stack_gene(features.loc[demo.folds.index],
+                                      demo.expression.loc[gene_id], demo.folds,
+                                      covariates=demo.covariates, gene_id=symbol,
+                                      n_inner_folds=demo.settings.n_inner_folds,
+                                      seed=demo.settings.seed)
+    return _STACKED[symbol]
+
+
+def test_stacking_recovers_the_cross_gene_component(demo: Demo) -> None:
+    """APOC1, stacked on every component gene's feature, beats its own feature alone by more
+    than 3 SE of an R² the size of the gain the truth implies (APOC1's feature alone against
+    APOC1's and APOE's together, each fitted to the truth in sample); and the stack's R² lies
+    within 3 SE (+10/n for the models' flexibility) of that joint figure. Catches a stack that cannot see other
+    genes' features (R² stays at the single-gene figure) or that sees its test samples (above
+    the joint figure)."""
+    truth = demo.truth.loc["APOC1"]
+    assert truth["cross_gene_share"] > 0
+    n = len(demo.folds)
+    alone, _ = _implied(demo, "APOC1", "APOC1")
+    samples = demo.folds.index.tolist()
+    y = _adjust(demo, demo.expression.loc[demo.genes.loc["APOC1", "gene_id"], samples]
+                .to_numpy(float))
+    both = _r2_of_fit(y, *(_adjust(demo, _features(g).loc[samples, "mean"].to_numpy(float))
+                           for g in ("APOC1", "APOE")))
+    stacked = _stacked(demo, "APOC1").metrics()["r2"]
+    single = _fit(demo, "APOC1", "APOC1").metrics()["r2"]
+    print(f"APOC1: own feature implied {alone:.3f}, with APOE's {both:.3f}; single-gene "
+          f"{single['enformer_linear']:.3f}; stacked " + ", ".join(
+              f"{m} {r:.3f}" for m, r in stacked.items()))
+    gap = SES * r2_standard_error(both - alone, n)
+    assert stacked[STACK] >= single["enformer_linear"] + gap
+    assert abs(stacked[STACK] - both) <= SES * r2_standard_error(both, n) + 10 / n
+
+
+@pytest.mark.parametrize("symbol", ["APOE", "TOMM40"])
+def test_stacking_is_no_better_where_nothing_crosses_genes(demo: Demo, symbol: str) -> None:
+    """APOE and TOMM40 carry no cross-gene component: stacked on every component gene's
+    feature, no model is better than the gene's best single-gene Enformer model beyond 3 SE.
+    Catches a stack that learns from its test samples."""
+    n = len(demo.folds)
+    best_single = _fit(demo, symbol, symbol).metrics()["r2"].max()
+    stacked = _stacked(demo, symbol).metrics()["r2"]
+    print(f"{symbol}: best single-gene Enformer {best_single:.3f}; stacked " + ", ".join(
+        f"{m} {r:.3f}" for m, r in stacked.items()))
+    assert stacked.max() <= best_single + SES * r2_standard_error(best_single, n)
