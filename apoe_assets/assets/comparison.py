@@ -65,6 +65,7 @@ def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         and its paired fold SE per gene in the metadata, with a note where the winner is not
         better beyond 1 fold-SE. Each gene's best model whose MLflow run reported exactly
         these predictions is registered as ``<gene>-expression@champion``."""
+        mlflow.check_reachable()  # before anything is compared or registered
         genes = gene_annotation["partition_key"].tolist()
         single = stored_partitions(gene_models,
                                    context.asset_partition_keys_for_input("gene_models"))

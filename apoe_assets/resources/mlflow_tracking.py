@@ -118,6 +118,8 @@ from apoe_assets.ml.tracking import (
 from apoe_assets.study import Study
 
 CHECK_TIMEOUT_S = 5
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where ``make ui`` serves MLflow for the project's SQLite store (its default port)."""
 """Seconds the store check waits for an HTTP tracking server (one try, no retries)."""
 SQLITE_ARTIFACTS = "mlflow-artifacts"
 """Folder beside a SQLite store that holds its experiments' artifacts (as ``make ui``)."""
@@ -159,7 +161,10 @@ class MlflowTracking(dg.ConfigurableResource):
 
     @classmethod
     def from_study(cls, study: Study, **fields: Any) -> MlflowTracking:
-        """The resource for a study's ``mlflow_tracking_uri``."""
+        """The resource for a study's ``mlflow_tracking_uri``; a SQLite store links its runs
+        to the UI ``make ui`` starts on it (:data:`LOCAL_UI`) unless ``ui_url`` is given."""
+        if _sqlite_path(study.mlflow_tracking_uri) is not None:
+            fields.setdefault("ui_url", LOCAL_UI)
         return cls(tracking_uri=study.mlflow_tracking_uri, **fields)
 
     def experiment_name(self, experiment: str) -> str:
