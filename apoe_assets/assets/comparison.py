@@ -85,6 +85,9 @@ def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         table["champion"] = table["model"].to_numpy() == table["gene"].map(
             champions["champion"]).to_numpy()
         for gene, row in champions.iterrows():
+            if row["champion"] is None:
+                notes.append(f"{gene}: no model predicts better than the mean (R² ≤ 0); "
+                             "no champion registered")
             if row["passed_over"]:
                 notes.append(f"{gene}: no MLflow run reported the compared predictions of "
                              f"{row['passed_over']}; champion is the best model that has one")
@@ -97,7 +100,7 @@ def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "models": int(table["model"].nunique()),
             "winners": dg.MetadataValue.md(best.drop(columns="note").round(4).to_markdown()),
             "champions": dg.MetadataValue.md(champions.drop(columns="run_id").round(4)
-                                             .to_markdown()),
+                                             .fillna("none").to_markdown()),
             "wins_per_model": ", ".join(f"{m}: {n}" for m, n in wins.items()),
             "unclear_winners": int((~best["clear"]).sum()),
             **scalars({f"r2_winner_{g}": r for g, r in best["r2"].items()}),

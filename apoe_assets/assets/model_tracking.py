@@ -129,10 +129,12 @@ def register_champions(tracking: MlflowTracking, predictions: pd.DataFrame,
     """Per gene, register as ``<gene>-expression@champion`` the best model (pooled R² of
     ``metrics``, index gene × model) whose MLflow run reported exactly the predictions
     compared here (``predictions``: the comparison's long table); a better model without such
-    a run (never logged, or logged from other predictions) is passed over and named."""
+    a run (never logged, or logged from other predictions) is passed over and named. A gene
+    where no model beats the mean (R² ≤ 0) gets no champion."""
     rows = []
     for gene in dict.fromkeys(metrics.index.get_level_values("gene")):
         ranked = metrics.loc[gene, "r2"].dropna().sort_values(ascending=False, kind="stable")
+        ranked = ranked[ranked > 0]  # a model no better than the mean is nobody's champion
         passed: list[str] = []
         for model, r2 in ranked.items():
             rows_of = predictions[(predictions["gene"] == gene) & (predictions["model"] == model)]
@@ -146,7 +148,8 @@ def register_champions(tracking: MlflowTracking, predictions: pd.DataFrame,
             rows.append({"gene": gene, "champion": model, "r2": r2, "run_id": run_id,
                          "version": version, "passed_over": ", ".join(passed)})
             break
-        else:
+        else:  # an earlier champion must not outlive the comparison that dropped it
+            tracking.clear_champion(str(gene))
             rows.append({"gene": gene, "champion": None, "r2": np.nan, "run_id": None,
                          "version": None, "passed_over": ", ".join(passed)})
     return pd.DataFrame(rows).set_index("gene")

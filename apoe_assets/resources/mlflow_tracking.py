@@ -272,6 +272,19 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
         return version.version
 
+    def clear_champion(self, gene: str) -> bool:
+        """Remove the ``champion`` alias of ``<gene>-expression`` (its versions stay); whether
+        there was one."""
+        self.check_reachable()
+        client = self.client()
+        name = registered_model_name(gene)
+        try:
+            client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        except MlflowException:
+            return False
+        client.delete_registered_model_alias(name, CHAMPION_ALIAS)
+        return True
+
     def find_model_run(self, gene: str, model_name: str, digest: str) -> str | None:
         """The latest FINISHED run, in any of the project's experiments, of ``model_name`` for
         ``gene`` that reported exactly the predictions of ``digest`` and logged a model."""

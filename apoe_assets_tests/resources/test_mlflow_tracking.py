@@ -417,3 +417,21 @@ def test_sqlite_store_keeps_artifacts_beside_the_database(
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     np.testing.assert_array_equal(tracking.load_model(f"runs:/{run_id}/model").predict(x),
                                   model.predict(x))
+
+
+@pytest.mark.e2e
+def test_clear_champion_removes_the_alias_and_keeps_the_versions(logged: Logged) -> None:
+    """When a comparison finds no champion for a gene, the old alias must not outlive it:
+    ``clear_champion`` deletes the alias (the registered versions stay), and says whether
+    there was one. Catches an alias left pointing at a model the comparison dropped."""
+    tracking, client = logged.tracking, logged.client
+    gene = "GENE_C"
+    run_id = logged.runs["GENE_B", "ridge"]
+    version = tracking.register_champion(gene, run_id)
+    assert client.get_model_version_by_alias(f"{gene}-expression", "champion").version == version
+    assert tracking.clear_champion(gene) is True
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(f"{gene}-expression", "champion")
+    assert client.get_model_version(f"{gene}-expression", version).run_id == run_id
+    assert tracking.clear_champion(gene) is False
+    assert tracking.clear_champion("NEVER_REGISTERED") is False
