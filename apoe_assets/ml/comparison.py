@@ -37,7 +37,8 @@ COMPARISON_VERSION = "1"
 """Code version of ``model_comparison``: bump it when its results change."""
 STACKING_PREFIX = "stacking_"
 """Prefix of the multi-gene stacking base models in the comparison."""
-METRIC_COLUMNS = ("r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se", "n")
+METRIC_COLUMNS = ("r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se", "fold_pearson_r_se",
+                  "fold_mse_se", "n")
 LONG_COLUMNS = ("gene", "model", "sample", FOLD, "observed", "predicted")
 WINNER_COLUMNS = ("winner", "r2", "runner_up", "runner_up_r2", "margin", "margin_se", "clear",
                   "note")
@@ -123,14 +124,20 @@ def _se(values: np.ndarray) -> float:
 
 
 def model_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Per (gene, model), in the long table's order: :data:`METRIC_COLUMNS`."""
+    """Per (gene, model), in the long table's order: :data:`METRIC_COLUMNS` — pooled R²,
+    Pearson r and MSE, R²'s fold mean, and the standard error over folds (SD/√K) of R², r and
+    MSE."""
     rows = []
     for (gene, model), group in predictions.groupby(["gene", "model"], sort=False):
         pooled = model_metrics(group["observed"], group["predicted"])
-        per_fold = _fold_r2(group).to_numpy()
+        folds = pd.DataFrame([model_metrics(g["observed"], g["predicted"])
+                              for _, g in group.groupby(FOLD, sort=True)])
+        per_fold = folds["r2"].to_numpy()
         rows.append({"gene": gene, "model": model, "r2": pooled["r2"],
                      "pearson_r": pooled["pearson_r"], "mse": pooled["mse"],
                      "fold_r2_mean": float(np.mean(per_fold)), "fold_r2_se": _se(per_fold),
+                     "fold_pearson_r_se": _se(folds["pearson_r"].to_numpy()),
+                     "fold_mse_se": _se(folds["mse"].to_numpy()),
                      "n": len(group)})
     return pd.DataFrame(rows).set_index(["gene", "model"])[list(METRIC_COLUMNS)]
 

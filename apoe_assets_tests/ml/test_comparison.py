@@ -84,10 +84,15 @@ def long(data) -> pd.DataFrame:
 def _recomputed(long: pd.DataFrame, gene: str, model: str) -> dict[str, float]:
     rows = long[(long["gene"] == gene) & (long["model"] == model)]
     y, p = rows["observed"].to_numpy(), rows["predicted"].to_numpy()
-    per_fold = [r2_score(g["observed"], g["predicted"]) for _, g in rows.groupby("fold")]
+    groups = [g for _, g in rows.groupby("fold")]
+    per_fold = [r2_score(g["observed"], g["predicted"]) for g in groups]
+    fold_r = [scipy.stats.pearsonr(g["observed"], g["predicted"])[0] for g in groups]
+    fold_mse = [mean_squared_error(g["observed"], g["predicted"]) for g in groups]
     return {"r2": r2_score(y, p), "pearson_r": scipy.stats.pearsonr(y, p)[0],
             "mse": mean_squared_error(y, p), "fold_r2_mean": statistics.fmean(per_fold),
-            "fold_r2_se": statistics.stdev(per_fold) / FOLDS ** 0.5, "per_fold": per_fold}
+            "fold_r2_se": statistics.stdev(per_fold) / FOLDS ** 0.5,
+            "fold_pearson_r_se": statistics.stdev(fold_r) / FOLDS ** 0.5,
+            "fold_mse_se": statistics.stdev(fold_mse) / FOLDS ** 0.5, "per_fold": per_fold}
 
 
 def test_long_table_names_and_orders_every_model(data, long: pd.DataFrame) -> None:
@@ -105,7 +110,8 @@ def test_metrics_are_recomputed_from_the_predictions(long: pd.DataFrame) -> None
             assert row[["r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se"]].isna().all()
             continue
         expected = _recomputed(long, gene, model)
-        for column in ("r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se"):
+        for column in ("r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se",
+                       "fold_pearson_r_se", "fold_mse_se"):
             assert row[column] == pytest.approx(expected[column], rel=1e-12, abs=1e-14), (
                 gene, model, column)
         assert row["n"] == N
