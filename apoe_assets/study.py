@@ -19,6 +19,7 @@ from apoe_assets.genomics.annotation import read_annotation, select_genes
 from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import parse_region
 from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule
+from apoe_assets.stats.overlap import EQTL_ALPHA, LD_R2, PERMUTATIONS, TOP_K
 
 STUDY_ENV = "APOE_STUDY"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
@@ -126,6 +127,24 @@ class StackingSettings(BaseModel):
         "predictions stay out of fold, the meta-learner's weights lean optimistic)")
 
 
+class OverlapSettings(BaseModel):
+    """Model SNPs against eQTL SNPs (``overlap:`` in the study file); the permutation seed is
+    the study's ``seed``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: Annotated[int, Field(gt=0)] = Field(
+        TOP_K, description="SNPs taken from the top of each model and eQTL ranking")
+    ld_r2: Annotated[float, Field(gt=0, le=1)] = Field(
+        LD_R2, description="r² at or above which a model SNP tags an eQTL SNP")
+    permutations: Annotated[int, Field(ge=0)] = Field(
+        PERMUTATIONS, description="circular shifts of the model ranking in the "
+        "LD-keeping null (0: none)")
+    eqtl_p: Probability | None = Field(
+        None, description="eQTL significance threshold (pval_nominal ≤ this); default "
+        f"Bonferroni within each gene: {EQTL_ALPHA} / variants tested")
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -159,6 +178,7 @@ class Study(BaseModel):
     prs: PrsSettings = PrsSettings()
     enformer: EnformerSettings = EnformerSettings()
     stacking: StackingSettings = StackingSettings()
+    overlap: OverlapSettings = OverlapSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 
     @field_validator("regions")

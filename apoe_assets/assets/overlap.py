@@ -1,0 +1,240 @@
+"""Model SNPs against eQTL SNPs: ``eqtl_overlap`` per gene (with its per-variant table
+``eqtl_overlap_variants``) and ``snp_effects_summary`` over all genes. The statistics are in
+:mod:`apoe_assets.stats.overlap`; the ranking there takes no eQTL input, and ``snp_effects``
+takes no ``cis_eqtl`` input in the graph."""
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from apoe_assets.assets.comparison import stored_partitions, write_beside
+from apoe_assets.assets.eqtl import gene_row
+from apoe_assets.assets.metadata import preview, scalars
+from apoe_assets.assets.plots import embedded, png
+from apoe_assets.partitions import StudyPartitions
+from apoe_assets.resources.storage import ALLOW_MISSING, by_partition
+from apoe_assets.resources.study import StudyResource
+from apoe_assets.stats import overlap as core
+from apoe_assets.study import Study
+
+GROUP = "statistics"
+SUMMARY_PLOT = "snp_effects_summary.png"
+ALL_GENES = "all genes"
+"""``gene`` of the summary's rows over all genes (the lead-LD fractions)."""
+
+
+def gene_seed(seed: int, key: str) -> tuple[int, int]:
+    """The permutation seed of one gene: the study's seed and a hash of the partition key, so
+    genes get independent shifts and a gene's result does not depend on which others ran."""
+    return seed, zlib.crc32(key.encode())
+
+
+def effect_table(snp_effects: Any) -> pd.DataFrame:
+    """The SNP-effect table of a stored ``snp_effects`` partition (the table itself, or a
+    :class:`~apoe_assets.enformer.variant_effects.VariantEffects` holding it)."""
+    return snp_effects if isinstance(snp_effects, pd.DataFrame) else snp_effects.table
+
+
+def gene_overlap(config: Study, key: str, snp_effects: Any, eqtl: pd.DataFrame,
+                 genotypes: Any) -> core.OverlapResult:
+    """One gene's overlap from its stored inputs (``genotypes``: its chromosome's matrix; only
+    the rows spanning the scored variants are read)."""
+    settings = config.overlap
+    effects = effect_table(snp_effects)
+    positions = effects["pos"].to_numpy(np.int64)
+    window = (genotypes.window(int(positions.min()) - 1, int(positions.max())) if len(positions)
+              else genotypes.window(0, 0))
+    return core.eqtl_overlap(
+        effects, eqtl, window.variants["variant_id"].tolist(), window.dosages(),
+        top_k=settings.top_k, ld_r2=settings.ld_r2, permutations=settings.permutations,
+        seed=gene_seed(config.seed, key), eqtl_p=settings.eqtl_p)
+
+
+def scatter_figure(variants: pd.DataFrame, title: str) -> plt.Figure:
+    """One panel per model score: the score (|``expr_effect``|) against −log10 eQTL p; the
+    model's top k filled red, significant eQTL SNPs ringed."""
+    figure, axes = plt.subplots(1, len(core.SCORES), figsize=(3.3 * len(core.SCORES), 3.2),
+                                sharey=True, squeeze=False)
+    for panel, (score, signed) in zip(axes[0], core.SCORES.items(), strict=True):
+        x = variants[score].to_numpy(np.float64)
+        x = np.abs(x) if signed else x
+        y = variants["neg_log10_p"].to_numpy(np.float64)
+        top = variants[f"model_top_k_{score}"].to_numpy(bool)
+        significant = variants["eqtl_significant"].to_numpy(bool)
+        panel.scatter(x[~top], y[~top], s=6, color="#4a6fa5", linewidths=0)
+        panel.scatter(x[top], y[top], s=10, color="#d1495b", linewidths=0, label="model top k")
+        panel.scatter(x[significant], y[significant], s=40, facecolors="none",
+                      edgecolors="black", linewidths=0.6, label="eQTL significant")
+        panel.set(xlabel=f"|{score}|" if signed else score, title=score)
+    axes[0][0].set_ylabel("−log10 eQTL p")
+    axes[0][0].legend(frameon=False, fontsize=7)
+    figure.suptitle(title, y=1.04)
+    return figure
+
+
+def overlap_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Observed against expected overlap per score and comparison (the overlap counts), each
+    bar labelled with its p-value."""
+    counts = table[table["test"] != "spearman"]
+    figure, axes = plt.subplots(figsize=(1.2 + 0.45 * len(counts), 3.4))
+    x = np.arange(len(counts))
+    axes.bar(x - 0.2, counts["statistic"], width=0.4, color="#d1495b", label="observed")
+    axes.bar(x + 0.2, counts["expected"].fillna(0.0), width=0.4, color="#bbbbbb",
+             label="expected (null)")
+    for i, (value, p) in enumerate(zip(counts["statistic"], counts["p"], strict=True)):
+        axes.text(i, value, f"p={p:.2g}", ha="center", va="bottom", fontsize=6, rotation=90)
+    axes.set_xticks(x, [f"{s} · {c}" for s, c in zip(counts["score"], counts["comparison"],
+                                                      strict=True)],
+                    rotation=60, ha="right", fontsize=7)
+    axes.set(ylabel="SNPs", title=title)
+    axes.legend(frameon=False, fontsize=7)
+    return figure
+
+
+def overlap_plots(result: core.OverlapResult, key: str) -> dict[str, bytes]:
+    """The scatter and overlap plots of one gene as PNG bytes."""
+    return {"scatter_plot": png(scatter_figure(result.variants,
+                                               f"{key}: model score vs eQTL")),
+            "overlap_plot": png(overlap_figure(result.table,
+                                               f"{key}: model top k ∩ eQTL SNPs"))}
+
+
+def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes],
+                     paths: dict[str, str | None]) -> dict:
+    """What ``eqtl_overlap`` shows: the table, the key p-values, both plots and notes."""
+    table = result.table
+    named = table.set_index(["score", "comparison"])
+    return {
+        "variants": len(result.variants),
+        "eqtl_threshold": result.threshold,
+        "eqtl_significant": int(result.variants["eqtl_significant"].sum())
+        if len(result.variants) else 0,
+        **scalars({f"p_{s}_{c}": named.loc[(s, c), "p"] for s in core.SCORES
+                   for c in ("top_k", "significant", "top_k_ld", "significant_ld")}),
+        "table": dg.MetadataValue.md(table.round(4).to_markdown(index=False)),
+        "notes": "; ".join(result.notes) or "none",
+        "scatter_plot": embedded(images["scatter_plot"], "model score vs −log10 eQTL p"),
+        "overlap_plot": embedded(images["overlap_plot"], "overlap against its null"),
+        **{f"{name}_file": dg.MetadataValue.path(path) for name, path in paths.items() if path},
+    }
+
+
+def summary_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored summary (every gene's rows, then per score the lead-LD fraction over all
+    genes as ``lead_ld_fraction`` rows) and the lead-LD table alone."""
+    stacked, lead = core.overlap_summary(tables)
+    fractions = pd.DataFrame({
+        "gene": ALL_GENES, "score": lead["score"], "comparison": "lead_ld_fraction",
+        "test": "poisson_binomial", "k": lead["genes"], "eqtl_snps": lead["genes"],
+        "universe": lead["genes"], "statistic": lead["fraction"],
+        "expected": lead["expected_fraction"], "p": lead["p"]})
+    parts = [t for t in (stacked, fractions) if len(t)]
+    return (pd.concat(parts, ignore_index=True) if parts else stacked), lead
+
+
+def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
+    """``eqtl_overlap`` and ``eqtl_overlap_variants`` (per gene) and ``snp_effects_summary``
+    (all genes)."""
+
+    @dg.multi_asset(
+        outs={
+            "eqtl_overlap": dg.AssetOut(
+                group_name=GROUP, kinds={"pandas"},
+                description="Per score × comparison: overlap of the model's top SNPs with the "
+                            "eQTL SNPs, its null expectation and p-value."),
+            "eqtl_overlap_variants": dg.AssetOut(
+                group_name=GROUP, kinds={"pandas"},
+                description="Per variant: model scores and ranks, eQTL p, set memberships and "
+                            "r² with each eQTL set (the plots' data)."),
+        },
+        partitions_def=parts.genes,
+        ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+        code_version=core.OVERLAP_VERSION,
+    )
+    def eqtl_overlap(context: dg.AssetExecutionContext, study: StudyResource,
+                     io_manager: dg.ResourceParam[dg.IOManager],
+                     gene_annotation: pd.DataFrame, snp_effects: object,
+                     cis_eqtl: pd.DataFrame, genotypes: object) -> Iterator[dg.Output]:
+        """SNPs ranked by model effect alone (|``expr_effect``|, ``full_matrix_l1``,
+        ``tracks_l1``) against the all-sample ``cis_eqtl`` scan: overlap of the top k with the
+        top k by p and with the significant eQTL SNPs (hypergeometric p), the same counted
+        through LD (r² from the study's genotypes, null: circular shifts of the model ranking
+        along the window), the top model SNP against the lead eQTL SNP, Spearman ρ, and the
+        full matrix against the selected tracks. Plots in the metadata and beside the table."""
+        config = study.load()
+        key = context.partition_key
+        gene = gene_row(gene_annotation, key)
+        chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
+            "genotypes"))
+        result = gene_overlap(config, key, snp_effects, cis_eqtl, chromosomes[gene["chrom"]])
+        for note in result.notes:
+            context.log.warning(f"{key}: {note}")
+        images = overlap_plots(result, key)
+        paths = {name: write_beside(io_manager, f"eqtl_overlap/{key}.{name}.png", image)
+                 for name, image in images.items()}
+        context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
+                         f"threshold {result.threshold:.3g}")
+        yield dg.Output(result.table, output_name="eqtl_overlap",
+                        metadata=overlap_metadata(result, images, paths))
+        yield dg.Output(result.variants, output_name="eqtl_overlap_variants",
+                        metadata={"rows": len(result.variants),
+                                  "preview": preview(result.variants)})
+
+    @dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=core.OVERLAP_VERSION,
+              ins={"eqtl_overlap": dg.AssetIn(metadata={ALLOW_MISSING: True})})
+    def snp_effects_summary(context: dg.AssetExecutionContext,
+                            io_manager: dg.ResourceParam[dg.IOManager],
+                            gene_annotation: pd.DataFrame, eqtl_overlap: object
+                            ) -> pd.DataFrame:
+        """Every gene's overlaps and p-values (genes whose ``eqtl_overlap`` was never
+        materialised are left out with a note), and per score the fraction of genes whose
+        top model SNP is in LD with the lead eQTL SNP against its expectation under the
+        genes' circular-shift nulls, with a Poisson-binomial p."""
+        genes = gene_annotation["partition_key"].tolist()
+        tables = stored_partitions(eqtl_overlap,
+                                   context.asset_partition_keys_for_input("eqtl_overlap"))
+        notes = [f"{g}: eqtl_overlap not materialised; left out" for g in genes
+                 if g not in tables]
+        for note in notes:
+            context.log.warning(note)
+        table, lead = summary_table(tables)
+        wide = (table[table["gene"] != ALL_GENES]
+                .pivot_table(index="gene", columns=["score", "comparison"], values="p")
+                if len(table) else pd.DataFrame())
+        image = png(summary_figure(table)) if len(table) else None
+        path = write_beside(io_manager, SUMMARY_PLOT, image) if image else None
+        context.add_output_metadata({
+            "genes": len(tables),
+            "lead_ld": dg.MetadataValue.md(lead.round(4).to_markdown(index=False)),
+            **scalars({f"lead_ld_fraction_{r.score}": r.fraction for r in lead.itertuples()}),
+            **scalars({f"lead_ld_p_{r.score}": r.p for r in lead.itertuples()}),
+            "p_values": dg.MetadataValue.md(wide.round(4).to_markdown()) if len(wide)
+            else "none",
+            "notes": "; ".join(notes) or "none",
+            **({"p_plot": embedded(image, "overlap p-values by gene")} if image else {}),
+            **({"plot_file": dg.MetadataValue.path(path)} if path else {}),
+            "preview": preview(table),
+        })
+        return table
+
+    return [eqtl_overlap, snp_effects_summary]
+
+
+def summary_figure(table: pd.DataFrame) -> plt.Figure:
+    """−log10 p of each gene's overlap tests (rows: genes, columns: score · comparison)."""
+    genes = table[table["gene"] != ALL_GENES]
+    wide = genes.pivot_table(index="gene", columns=["score", "comparison"], values="p")
+    values = -np.log10(np.clip(wide.to_numpy(np.float64), 1e-300, 1.0))
+    figure, axes = plt.subplots(figsize=(1.6 + 0.4 * wide.shape[1], 1.2 + 0.35 * wide.shape[0]))
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    axes.set_xticks(range(wide.shape[1]), [f"{s} · {c}" for s, c in wide.columns],
+                    rotation=60, ha="right", fontsize=7)
+    axes.set_yticks(range(wide.shape[0]), [str(g) for g in wide.index], fontsize=7)
+    figure.colorbar(image, ax=axes, label="−log10 p", shrink=0.8)
+    axes.set_title("Model SNPs ∩ eQTL SNPs: p by gene", fontsize=9)
+    return figure
