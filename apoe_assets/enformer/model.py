@@ -15,7 +15,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import haiku as hk
 import jax
@@ -363,27 +363,52 @@ class Transformer(hk.Module):
         return x
 
 
+Stage = Literal["all", "tower", "trunk"]
+STAGES: tuple[str, ...] = ("all", "tower", "trunk")
+
+
 class Enformer(hk.Module):
     """The whole model; ``__call__`` returns ``{head: [B, target_length, tracks]}``.
 
     With ``return_intermediates`` also the activations after the stem (``stem``), each tower
     block (``tower_i``), each transformer layer (``transformer_i``), the transformer
     (``transformer``), the crop (``crop``) and the final pointwise block (``final``).
+
+    ``stage`` runs one part with the same parameters (the same ``enformer/...`` names):
+    ``"tower"`` is the stem and conv tower alone, on one-hot ``[B, L', 4]`` of any length
+    ``L'`` that is a positive multiple of ``bin_size``, returning ``[B, L'/bin_size, C]`` (the
+    transformer's input); ``"trunk"`` is the rest (transformer, crop, final block, heads) on a
+    tower output ``[B, transformer_length, C]``. ``trunk(tower(x))`` is ``all(x)``, step by
+    step the same operations (:mod:`apoe_assets.enformer.incremental` relies on it).
     """
 
     def __init__(self, config: EnformerConfig, name: str = "enformer"):
         super().__init__(name=name)
         self.config = config
 
-    def __call__(self, x: Array, return_intermediates: bool = False
-                 ) -> dict[str, Array] | tuple[dict[str, Array], dict[str, Array]]:
+    def __call__(self, x: Array, return_intermediates: bool = False, stage: Stage = "all"
+                 ) -> Any:
         cfg = self.config
-        if x.ndim != 3 or x.shape[1] != cfg.sequence_length or x.shape[2] != ALPHABET:
-            raise ValueError(f"expected one-hot [B, {cfg.sequence_length}, {ALPHABET}], "
-                             f"got {x.shape}")
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         acts: dict[str, Array] = {}
-        x = acts["stem"] = Stem(name="stem")(x, cfg.channels // 2)
-        x = ConvTower(name="tower")(x, cfg.tower_channels, acts)
+        if stage == "trunk":
+            if x.ndim != 3 or x.shape[1] != cfg.transformer_length or x.shape[2] != cfg.channels:
+                raise ValueError(f"expected tower output [B, {cfg.transformer_length}, "
+                                 f"{cfg.channels}], got {x.shape}")
+        else:
+            if stage == "all":
+                if x.ndim != 3 or x.shape[1] != cfg.sequence_length or x.shape[2] != ALPHABET:
+                    raise ValueError(f"expected one-hot [B, {cfg.sequence_length}, {ALPHABET}], "
+                                     f"got {x.shape}")
+            elif (x.ndim != 3 or x.shape[2] != ALPHABET or x.shape[1] <= 0
+                  or x.shape[1] % cfg.bin_size):
+                raise ValueError(f"expected one-hot [B, L', {ALPHABET}] with L' a positive "
+                                 f"multiple of {cfg.bin_size}, got {x.shape}")
+            x = acts["stem"] = Stem(name="stem")(x, cfg.channels // 2)
+            x = ConvTower(name="tower")(x, cfg.tower_channels, acts)
+            if stage == "tower":
+                return (x, acts) if return_intermediates else x
         x = acts["transformer"] = Transformer(name="transformer")(x, cfg, acts)
         x = acts["crop"] = crop(x, cfg.target_length)
         x = acts["final"] = gelu(ConvBlock(FINAL_EXPANSION * cfg.channels, 1, name="final")(x))
@@ -393,10 +418,11 @@ class Enformer(hk.Module):
 
 
 def build(config: EnformerConfig) -> hk.Transformed:
-    """``init(rng, x)`` and ``apply(params, x, return_intermediates=False)`` (no RNG needed)."""
+    """``init(rng, x)`` and ``apply(params, x, return_intermediates=False, stage="all")`` (no
+    RNG needed); ``stage`` as in :class:`Enformer`."""
 
-    def forward(x: Array, return_intermediates: bool = False) -> Any:
-        return Enformer(config)(x, return_intermediates=return_intermediates)
+    def forward(x: Array, return_intermediates: bool = False, stage: Stage = "all") -> Any:
+        return Enformer(config)(x, return_intermediates=return_intermediates, stage=stage)
 
     return hk.without_apply_rng(hk.transform(forward))
 
