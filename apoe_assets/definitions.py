@@ -16,6 +16,7 @@ from apoe_assets.assets.loci import locus_assets
 from apoe_assets.assets.models import model_assets
 from apoe_assets.assets.prs import prs_assets
 from apoe_assets.assets.sequences import sequence_assets
+from apoe_assets.assets.snp_effects import snp_effect_assets
 from apoe_assets.assets.stacking import stacking_assets
 from apoe_assets.checks import ingestion_checks
 from apoe_assets.partitions import study_partitions
@@ -55,7 +56,7 @@ def build_definitions(study: Study) -> dg.Definitions:
         assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
                 *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
                 *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
-                *comparison_assets(parts)],
+                *comparison_assets(parts), *snp_effect_assets(parts)],
         asset_checks=ingestion_checks(parts),
         executor=STEP_EXECUTOR,
         resources={

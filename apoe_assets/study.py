@@ -145,6 +145,34 @@ class OverlapSettings(BaseModel):
         f"Bonferroni within each gene: {EQTL_ALPHA} / variants tested")
 
 
+SNP_EFFECT_TRACKS = ("CHIP:H3K27me3", "CHIP:H3K9me3", "CHIP:H3K36me3")
+"""Default tracks of ``snp_effects`` (``tracks_l1``, SAD): the marks the earlier study scored.
+Here, not beside the core, because the core's package starts JAX on import."""
+
+
+class SnpEffectSettings(BaseModel):
+    """Variant effects on the model's predictions (``snp_effects:`` in the study file); the
+    expression track(s) of ``expr_effect`` are ``enformer.tracks``, REF mismatches follow
+    ``ref_mismatch``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracks: list[str | int] = Field(
+        list(SNP_EFFECT_TRACKS), min_length=1,
+        description="tracks of tracks_l1 and the SAD array: description prefixes, 're:' "
+        "patterns or indices (default: the histone marks the earlier study scored; e.g. "
+        "['CAGE:', 'DNASE:', 'CHIP:H3K27ac'] for another set); each must match a track")
+    indels: bool = Field(
+        False, description="score insertions and deletions too (re-centred on the TSS as "
+        "personal sequences are); off: SNVs and MNVs only, indels skipped and counted")
+    reverse_complement: bool = Field(
+        False, description="average each REF and ALT prediction with that of its reverse "
+        "complement")
+    variant_centred: bool = Field(
+        False, description="centre each window on the variant (DeepMind's variant scoring) "
+        "rather than on the TSS; not built yet: true is refused with a clear error")
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -178,6 +206,7 @@ class Study(BaseModel):
     prs: PrsSettings = PrsSettings()
     enformer: EnformerSettings = EnformerSettings()
     stacking: StackingSettings = StackingSettings()
+    snp_effects: SnpEffectSettings = SnpEffectSettings()
     overlap: OverlapSettings = OverlapSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 

@@ -31,6 +31,9 @@ ENFORMER_TRACKS = ("CAGE:brain",)
 ENFORMER_HAPLOTYPES = "mean"
 """How a person's two haplotype features are combined."""
 ENFORMER_BATCH_SIZE = 8
+SNP_EFFECT_TRACKS = ("CHIP:H3K27me3",)
+"""Tracks of ``snp_effects``: of the marks the study's default names, the only one the demo
+head has (it has no H3K9me3 or H3K36me3 track)."""
 
 
 def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
@@ -56,5 +59,7 @@ def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
         f"  tracks: {json.dumps(list(ENFORMER_TRACKS))}",
         f"  haplotypes: {ENFORMER_HAPLOTYPES}",
         f"  batch_size: {ENFORMER_BATCH_SIZE}",
+        "snp_effects:",
+        f"  tracks: {json.dumps(list(SNP_EFFECT_TRACKS))}",
     ]
     return ("\n".join(lines) + "\n").encode()

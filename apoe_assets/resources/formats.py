@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from apoe_assets.enformer.predictions import GenePredictions
+from apoe_assets.enformer.variant_effects import VariantEffects
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.personal import SequenceFolder
 
@@ -297,6 +298,7 @@ def _move_folder(folder: SequenceFolder, target: Path) -> None:
 FORMATS = (
     Format(SequenceFolder, ".sequences", _move_folder, SequenceFolder),
     Format(GenePredictions, ".predictions", GenePredictions.write, GenePredictions.read),
+    Format(VariantEffects, ".snp_effects", VariantEffects.write, VariantEffects.read),
     Format(pd.DataFrame, ".parquet", _write_table, pd.read_parquet),
     Format(GenotypeMatrix, ".genotypes", write_genotypes, read_genotypes),
     Format(np.ndarray, ".npy", _write_array, lambda p: np.load(p, allow_pickle=False)),
