@@ -14,6 +14,7 @@ from apoe_assets.assets.folds import cv_folds
 from apoe_assets.assets.ingestion import ingestion_assets
 from apoe_assets.assets.loci import locus_assets
 from apoe_assets.assets.models import model_assets
+from apoe_assets.assets.overlap import overlap_assets
 from apoe_assets.assets.prs import prs_assets
 from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.assets.snp_effects import snp_effect_assets
@@ -56,7 +57,7 @@ def build_definitions(study: Study) -> dg.Definitions:
         assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
                 *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
                 *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
-                *comparison_assets(parts), *snp_effect_assets(parts)],
+                *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts)],
         asset_checks=ingestion_checks(parts),
         executor=STEP_EXECUTOR,
         resources={
