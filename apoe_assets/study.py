@@ -168,6 +168,10 @@ class SnpEffectSettings(BaseModel):
     reverse_complement: bool = Field(
         False, description="average each REF and ALT prediction with that of its reverse "
         "complement")
+    incremental: bool = Field(
+        True, description="score SNVs by recomputing the conv tower only around the variant "
+        "(equal to full forwards up to float32 rounding); off, or with reverse_complement or "
+        "bfloat16: a full forward per ALT")
     variant_centred: bool = Field(
         False, description="centre each window on the variant (DeepMind's variant scoring) "
         "rather than on the TSS; not built yet: true is refused with a clear error")

@@ -24,6 +24,7 @@ from apoe_assets.enformer.variant_effects import (
     EffectSettings,
     FullForwards,
     GeneWindow,
+    Incremental,
     RefMismatchError,
     VariantEffects,
     match_tracks,
@@ -99,6 +100,16 @@ def effect_plot(effects: VariantEffects, title: str) -> dg.MetadataValue:
     return embedded(png(figure), title)
 
 
+def alt_model(config: Study, predictor: Predictor) -> FullForwards | Incremental:
+    """Incremental SNV scoring when the study allows it (float32, no reverse-complement
+    averaging), else a full forward per ALT."""
+    settings = config.snp_effects
+    if settings.incremental and not settings.reverse_complement and \
+            predictor.precision == "float32":
+        return Incremental.of(predictor)
+    return FullForwards(predictor, reverse_complement=settings.reverse_complement)
+
+
 def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Predictor,
                reference: ReferenceGenome, gene: pd.Series, genotypes: GenotypeMatrix
                ) -> VariantEffects:
@@ -109,7 +120,7 @@ def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Pred
     window = GeneWindow.around(gene["chrom"], int(gene["tss"]), length, config.sequence_flank,
                                reference.fetch)
     variants = genotypes.window(window.window.start, window.window.end).variants
-    model = FullForwards(predictor, reverse_complement=config.snp_effects.reverse_complement)
+    model = alt_model(config, predictor)
 
     def progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"{key}: {done}/{total} variants ({rate:.2f} variants/s)")

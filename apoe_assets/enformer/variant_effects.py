@@ -38,6 +38,7 @@ from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.onehot import one_hot
 
 if TYPE_CHECKING:  # the study model imports this module's defaults without starting JAX
+    from apoe_assets.enformer.incremental import IncrementalScorer, RefState
     from apoe_assets.enformer.inference import Predictor
 
 SUBSTITUTIONS = ("snv", "mnv")
@@ -231,6 +232,61 @@ class FullForwards:
         for start in range(0, len(alleles), size):
             yield self._predict([window.alt_onehot(a, reference)
                                  for a in alleles[start:start + size]])
+
+
+@dataclass
+class Incremental:
+    """SNVs by tower splicing (:class:`~apoe_assets.enformer.incremental.IncrementalScorer`:
+    the reference's stem and tower once, per ALT a short tower slice, then the transformer and
+    heads), equal to full forwards up to float32 rounding; any other allele (an MNV, an indel
+    re-centred on the TSS) by ``fallback``'s full forwards. No reverse-complement averaging:
+    use :class:`FullForwards` for that."""
+
+    scorer: IncrementalScorer
+    head: str
+    fallback: FullForwards
+    batch_size: int = 8
+    block: int = 16
+    """ALTs per yielded block (bounds host memory as :data:`BLOCK_BATCHES` does)."""
+    _state: tuple[GeneWindow, RefState] | None = None
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> Incremental:
+        """The incremental path with ``predictor``'s weights, head, devices and batch size
+        (float32: a bfloat16 predictor should score by :class:`FullForwards`)."""
+        from apoe_assets.enformer.incremental import IncrementalScorer
+
+        scorer = IncrementalScorer(predictor.params, predictor.config, heads=[predictor.head],
+                                   devices=predictor.devices)
+        return cls(scorer, predictor.head, FullForwards(predictor), predictor.batch_size)
+
+    def _reference(self, window: GeneWindow) -> RefState:
+        if self._state is None or self._state[0] is not window:
+            self._state = (window, self.scorer.reference(window.reference_onehot()))
+        return self._state[1]
+
+    def reference(self, window: GeneWindow) -> np.ndarray:
+        return self._reference(window).outputs[self.head]
+
+    def alts(self, window: GeneWindow, alleles: Sequence[AltAllele]) -> Iterator[np.ndarray]:
+        state = self._reference(window)
+        start = window.window.start
+        for first in range(0, len(alleles), self.block):
+            chunk = alleles[first:first + self.block]
+            snv = [i for i, a in enumerate(chunk) if len(a.ref) == len(a.alt) == 1
+                   and 0 <= a.pos0 - start < window.length]
+            shape = (len(chunk), *state.outputs[self.head].shape)
+            out = np.empty(shape, np.float32)
+            if snv:
+                positions = np.array([chunk[i].pos0 - start for i in snv])
+                bases = one_hot("".join(chunk[i].alt.upper() for i in snv))[0]
+                out[snv] = self.scorer.alt_outputs(state, positions, bases,
+                                                   self.batch_size)[self.head]
+            rest = [i for i in range(len(chunk)) if i not in set(snv)]
+            if rest:
+                out[rest] = np.concatenate(list(self.fallback.alts(
+                    window, [chunk[i] for i in rest])))
+            yield out
 
 
 # Scoring ----------------------------------------------------------------------------------------

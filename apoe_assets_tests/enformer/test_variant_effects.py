@@ -26,6 +26,7 @@ from apoe_assets.enformer.variant_effects import (
     EffectSettings,
     FullForwards,
     GeneWindow,
+    Incremental,
     RefMismatchError,
     VariantEffects,
     candidate_alleles,
@@ -107,10 +108,12 @@ def _direct(params, sequences: list[str]) -> np.ndarray:
                      for s in sequences])
 
 
-def test_expr_effect_equals_full_forwards_of_the_edited_sequence(params, predictor, contig
-                                                                 ) -> None:
+@pytest.mark.parametrize("path", ["full_forwards", "incremental"])
+def test_expr_effect_equals_full_forwards_of_the_edited_sequence(params, predictor, contig,
+                                                                 path: str) -> None:
     """Random SNVs (and ones at the window's first and last base and at the TSS): every score
-    equals ALT − REF of the test's own full forwards; a variant just outside the window on
+    equals ALT − REF of the test's own full forwards, whether the pipeline ran a full forward
+    per ALT or spliced the tower (``Incremental``); a variant just outside the window on
     either side has no row; the constructed ALT == REF scores exactly 0."""
     rng = np.random.default_rng(SEED)
     length = CONFIG.sequence_length
@@ -124,7 +127,8 @@ def test_expr_effect_equals_full_forwards_of_the_edited_sequence(params, predict
     variants = _variants(sorted([*rows, same, *outside]))
     window = _window(contig)
     settings = _settings()
-    effects = variant_effects(window, variants, FullForwards(predictor), settings)
+    model = FullForwards(predictor) if path == "full_forwards" else Incremental.of(predictor)
+    effects = variant_effects(window, variants, model, settings)
     table = effects.table.set_index("variant_id")
 
     assert list(effects.table.columns) == COLUMNS
