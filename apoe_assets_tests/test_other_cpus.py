@@ -24,10 +24,14 @@ ENFORMER_TESTS = [
     "apoe_assets_tests/demo/test_enformer.py::test_pipeline_path_reproduces_the_component"]
 """Every test that runs the network (the full-size peer comparison, marked slow, excepted),
 the recomputation of the demo's recorded features among them."""
-ASSET_TESTS = ["apoe_assets_tests/test_enformer_asset.py"]
-"""The asset through Dagster: its features are compared with the same recorded truth as the
-demo test above, so it adds to an ISA run only its 25-s materialisation; it runs with three
-devices, where the batch per device changes."""
+ASSET_TESTS = [f"apoe_assets_tests/test_enformer_asset.py::{name}" for name in (
+    "test_one_run_materialises_both_genes_with_one_model_load",
+    "test_feature_equals_the_planted_truth", "test_each_distinct_haplotype_is_predicted_once",
+    "test_metadata_has_rate_and_track_plot", "test_failed_run_leaves_the_good_output")]
+"""The ``enformer_predictions`` asset through Dagster (not the model assets of the same module,
+which run no network): its features are compared with the same recorded truth as the demo
+test above, so it adds to an ISA run only its materialisation; it runs with three devices,
+where the batch per device changes."""
 RUN_SECONDS = 900
 CHECK_DEVICES = "import jax; print(jax.device_count(), jax.devices()[0].platform)"
 
