@@ -318,9 +318,9 @@ def test_stacking_recovers_the_cross_gene_component(demo: Demo) -> None:
     """APOC1, stacked on every component gene's feature, beats its own feature alone by more
     than 3 SE of an R² the size of the gain the truth implies (APOC1's feature alone against
     APOC1's and APOE's together, each fitted to the truth in sample); and the stack's R² lies
-    within 3 SE (+10/n for the models' flexibility) of that joint figure. Catches a stack that cannot see other
-    genes' features (R² stays at the single-gene figure) or that sees its test samples (above
-    the joint figure)."""
+    within 3 SE (+10/n for the models' flexibility) of that joint figure. Catches a stack
+    that cannot see other genes' features (R² stays at the single-gene figure) or that sees
+    its test samples (above the joint figure)."""
     truth = demo.truth.loc["APOC1"]
     assert truth["cross_gene_share"] > 0
     n = len(demo.folds)
