@@ -22,12 +22,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 ENFORMER_TESTS = [
     "apoe_assets_tests/enformer",
     "--ignore=apoe_assets_tests/enformer/test_variant_effects.py",
+    "--ignore=apoe_assets_tests/enformer/test_incremental.py",
     "apoe_assets_tests/demo/test_enformer.py::test_pipeline_path_reproduces_the_component"]
 """Every test that runs the network (the full-size peer comparison, marked slow, excepted),
-the recomputation of the demo's recorded features among them. The SNP-effect tests are left
-out (to keep the suite within its time): they score on top of the batched and incremental
-forwards, whose float32 results on other CPUs ``test_inference`` and ``test_incremental``
-check here."""
+the recomputation of the demo's recorded features among them. The SNP-effect and incremental
+tests are left out to keep the suite within its time: they compare two float32 paths of the
+same CPU (observed 5e-7 against a 1e-5 tolerance), and the batched forwards beneath them are
+checked here by ``test_inference``."""
 ASSET_TESTS = [f"apoe_assets_tests/test_enformer_asset.py::{name}" for name in (
     "test_one_run_materialises_both_genes_with_one_model_load",
     "test_feature_equals_the_planted_truth", "test_each_distinct_haplotype_is_predicted_once",
