@@ -173,8 +173,10 @@ class SnpEffectSettings(BaseModel):
         "(equal to full forwards up to float32 rounding); off, or with reverse_complement or "
         "bfloat16: a full forward per ALT")
     variant_centred: bool = Field(
-        False, description="centre each window on the variant (DeepMind's variant scoring) "
-        "rather than on the TSS; not built yet: true is refused with a clear error")
+        False, description="centre each variant's REF and ALT windows on the variant "
+        "(DeepMind's variant scoring) rather than on the TSS: two full forwards per variant; "
+        "expr_effect reads the bins holding the TSS, variants whose TSS falls outside the "
+        "model's output are skipped and counted")
 
 
 class Study(BaseModel):

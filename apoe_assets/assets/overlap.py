@@ -124,17 +124,25 @@ def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes],
     }
 
 
-def summary_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The stored summary (every gene's rows, then per score the lead-LD fraction over all
-    genes as ``lead_ld_fraction`` rows) and the lead-LD table alone."""
+def summary_table(tables: dict[str, pd.DataFrame]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The stored summary (every gene's rows, then per score over all genes the lead-LD
+    fraction as ``lead_ld_fraction`` rows and the pooled top-k overlap as ``pooled_top_k``
+    rows), the lead-LD table and the pooled table."""
     stacked, lead = core.overlap_summary(tables)
+    pooled = core.pooled_overlap(stacked)
     fractions = pd.DataFrame({
         "gene": ALL_GENES, "score": lead["score"], "comparison": "lead_ld_fraction",
         "test": "poisson_binomial", "k": lead["genes"], "eqtl_snps": lead["genes"],
         "universe": lead["genes"], "statistic": lead["fraction"],
         "expected": lead["expected_fraction"], "p": lead["p"]})
-    parts = [t for t in (stacked, fractions) if len(t)]
-    return (pd.concat(parts, ignore_index=True) if parts else stacked), lead
+    sums = pd.DataFrame({
+        "gene": ALL_GENES, "score": pooled["score"], "comparison": "pooled_top_k",
+        "test": "hypergeometric_sum", "k": pooled["genes"], "eqtl_snps": pooled["genes"],
+        "universe": pooled["genes"], "statistic": pooled["overlap"],
+        "expected": pooled["expected"], "p": pooled["p"]})
+    parts = [t for t in (stacked, fractions, sums) if len(t)]
+    return (pd.concat(parts, ignore_index=True) if parts else stacked), lead, pooled
 
 
 def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
@@ -144,17 +152,18 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
         outs={
             "eqtl_overlap": dg.AssetOut(
-                group_name=GROUP, kinds={"pandas"},
+                group_name=GROUP, kinds={"pandas"}, is_required=False,
                 description="Per score × comparison: overlap of the model's top SNPs with the "
                             "eQTL SNPs, its null expectation and p-value."),
             "eqtl_overlap_variants": dg.AssetOut(
-                group_name=GROUP, kinds={"pandas"},
+                group_name=GROUP, kinds={"pandas"}, is_required=False,
                 description="Per variant: model scores and ranks, eQTL p, set memberships and "
                             "r² with each eQTL set (the plots' data)."),
         },
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
         code_version=core.OVERLAP_VERSION,
+        can_subset=True,  # either table alone, e.g. when a user selects the summary upstream
     )
     def eqtl_overlap(context: dg.AssetExecutionContext, study: StudyResource,
                      io_manager: dg.ResourceParam[dg.IOManager],
@@ -179,11 +188,14 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                  for name, image in images.items()}
         context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
                          f"threshold {result.threshold:.3g}")
-        yield dg.Output(result.table, output_name="eqtl_overlap",
-                        metadata=overlap_metadata(result, images, paths))
-        yield dg.Output(result.variants, output_name="eqtl_overlap_variants",
-                        metadata={"rows": len(result.variants),
-                                  "preview": preview(result.variants)})
+        selected = context.op_execution_context.selected_output_names
+        if "eqtl_overlap" in selected:
+            yield dg.Output(result.table, output_name="eqtl_overlap",
+                            metadata=overlap_metadata(result, images, paths))
+        if "eqtl_overlap_variants" in selected:
+            yield dg.Output(result.variants, output_name="eqtl_overlap_variants",
+                            metadata={"rows": len(result.variants),
+                                      "preview": preview(result.variants)})
 
     @dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=core.OVERLAP_VERSION,
               ins={"eqtl_overlap": dg.AssetIn(metadata={ALLOW_MISSING: True})})
@@ -194,7 +206,8 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         """Every gene's overlaps and p-values (genes whose ``eqtl_overlap`` was never
         materialised are left out with a note), and per score the fraction of genes whose
         top model SNP is in LD with the lead eQTL SNP against its expectation under the
-        genes' circular-shift nulls, with a Poisson-binomial p."""
+        genes' circular-shift nulls, with a Poisson-binomial p; and per score the top-k
+        overlaps summed over genes against their summed hypergeometric null."""
         genes = gene_annotation["partition_key"].tolist()
         tables = stored_partitions(eqtl_overlap,
                                    context.asset_partition_keys_for_input("eqtl_overlap"))
@@ -202,7 +215,7 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                  if g not in tables]
         for note in notes:
             context.log.warning(note)
-        table, lead = summary_table(tables)
+        table, lead, pooled = summary_table(tables)
         wide = (table[table["gene"] != ALL_GENES]
                 .pivot_table(index="gene", columns=["score", "comparison"], values="p")
                 if len(table) else pd.DataFrame())
@@ -213,6 +226,8 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "lead_ld": dg.MetadataValue.md(lead.round(4).to_markdown(index=False)),
             **scalars({f"lead_ld_fraction_{r.score}": r.fraction for r in lead.itertuples()}),
             **scalars({f"lead_ld_p_{r.score}": r.p for r in lead.itertuples()}),
+            "pooled_top_k": dg.MetadataValue.md(pooled.round(4).to_markdown(index=False)),
+            **scalars({f"pooled_top_k_p_{r.score}": r.p for r in pooled.itertuples()}),
             "p_values": dg.MetadataValue.md(wide.round(4).to_markdown()) if len(wide)
             else "none",
             "notes": "; ".join(notes) or "none",

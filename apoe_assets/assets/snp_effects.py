@@ -28,6 +28,7 @@ from apoe_assets.enformer.variant_effects import (
     RefMismatchError,
     VariantEffects,
     match_tracks,
+    variant_centred_effects,
     variant_effects,
 )
 from apoe_assets.genomics.fasta import ReferenceGenome
@@ -59,10 +60,6 @@ def effect_settings(config: Study, predictor: Predictor) -> tuple[EffectSettings
     """The scoring settings of this study and model, and the head's track table. A track
     pattern that matches nothing fails at once, listing the closest descriptions."""
     settings = config.snp_effects
-    if settings.variant_centred:
-        raise dg.Failure(f"{config.source}: snp_effects.variant_centred: windows centred on "
-                         "each variant are not built yet; set it to false (windows centred on "
-                         "the TSS)", allow_retries=False)
     model = predictor.config
     expression = selected_tracks(config, model.heads[HEAD])
     tracks = head_tracks(config, model.heads[HEAD])
@@ -102,10 +99,10 @@ def effect_plot(effects: VariantEffects, title: str) -> dg.MetadataValue:
 
 def alt_model(config: Study, predictor: Predictor) -> FullForwards | Incremental:
     """Incremental SNV scoring when the study allows it (float32, no reverse-complement
-    averaging), else a full forward per ALT."""
+    averaging, windows centred on the TSS), else a full forward per ALT."""
     settings = config.snp_effects
-    if settings.incremental and not settings.reverse_complement and \
-            predictor.precision == "float32":
+    if settings.incremental and not (settings.variant_centred or settings.reverse_complement) \
+            and predictor.precision == "float32":
         return Incremental.of(predictor)
     return FullForwards(predictor, reverse_complement=settings.reverse_complement)
 
@@ -127,7 +124,12 @@ def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Pred
 
     started = time.perf_counter()
     try:
-        effects = variant_effects(window, variants, model, settings, tracks, progress)
+        if config.snp_effects.variant_centred:
+            effects = variant_centred_effects(window, variants, model, settings,
+                                              reference.fetch, config.sequence_flank, tracks,
+                                              progress)
+        else:
+            effects = variant_effects(window, variants, model, settings, tracks, progress)
     except RefMismatchError as error:
         raise dg.Failure(f"{key}: {error}", allow_retries=False) from error
     seconds = time.perf_counter() - started
@@ -148,6 +150,7 @@ def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Pred
         "selected_track_names": ", ".join(selected["description"].head(20)),
         "reverse_complement": config.snp_effects.reverse_complement,
         "indels": config.snp_effects.indels,
+        "centred_on": effects.info["centred_on"],
         "effect_plot": effect_plot(effects, f"{key}: variant effects"),
         "top_variants": preview(table.sort_values("rank_expr_effect"), rows=10, columns=12),
     }, partition_key=key)

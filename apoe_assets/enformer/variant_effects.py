@@ -14,6 +14,8 @@ over every output bin and track of the head gives:
 
 and ranks by |expr_effect|, ``full_matrix_l1`` and ``tracks_l1`` (1 = largest; ties share the
 smaller rank). Nothing here reads any association statistic: the ranking is the model's alone.
+:func:`variant_centred_effects` scores the same variants with windows centred on each variant
+instead (DeepMind's variant scoring), reading the TSS bins wherever the TSS then lies.
 
 ALT predictions come through an :class:`AltModel` (``reference(window)`` and
 ``alts(window, alleles)``), so a faster ALT path (incremental tower recomputation) plugs in
@@ -48,8 +50,9 @@ INDEL_KINDS = ("ins", "del", "complex")
 BLOCK_BATCHES = 4
 """ALT sequences handed to the model per block, in batches: bounds the host memory of the
 all-bins × all-tracks outputs (a block of 4 batches of 4 is ≈ 300 MB at full size)."""
-SKIP_REASONS = ("indel", "ref_mismatch", "symbolic", "not_carried")
-"""Keys of :attr:`VariantEffects.counts` ``skipped_*``."""
+SKIP_REASONS = ("indel", "ref_mismatch", "symbolic", "not_carried", "tss_outside_output")
+"""Keys of :attr:`VariantEffects.counts` ``skipped_*`` (``tss_outside_output``: only when windows
+are centred on the variant, see :func:`variant_centred_effects`)."""
 COLUMNS = ["variant_id", "pos", "ref", "alt", "kind", "distance_to_tss", "expr_effect",
            "full_matrix_l1", "tracks_l1", "rank_expr_effect", "rank_full_matrix", "rank_tracks"]
 """The effect table's columns, in order."""
@@ -211,7 +214,8 @@ class FullForwards:
     reverse_complement: bool = False
     block: int | None = None
 
-    def _predict(self, inputs: list[np.ndarray]) -> np.ndarray:
+    def predict(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """Every bin and track of ``inputs`` (one-hot ``[L, 4]`` each): ``[n, bins, tracks]``."""
         config = self.predictor.config
         tracks = np.arange(config.heads[self.predictor.head])
         bins = np.arange(config.target_length)
@@ -224,13 +228,13 @@ class FullForwards:
         return y
 
     def reference(self, window: GeneWindow) -> np.ndarray:
-        return self._predict([window.reference_onehot()])[0]
+        return self.predict([window.reference_onehot()])[0]
 
     def alts(self, window: GeneWindow, alleles: Sequence[AltAllele]) -> Iterator[np.ndarray]:
         reference = window.reference_onehot()
         size = self.block or BLOCK_BATCHES * self.predictor.batch_size
         for start in range(0, len(alleles), size):
-            yield self._predict([window.alt_onehot(a, reference)
+            yield self.predict([window.alt_onehot(a, reference)
                                  for a in alleles[start:start + size]])
 
 
@@ -374,39 +378,29 @@ def rank_descending(values: np.ndarray) -> np.ndarray:
     return pd.Series(values).rank(method="min", ascending=False).to_numpy(np.int64)
 
 
-def score_variants(window: GeneWindow, alleles: Sequence[AltAllele], model: AltModel,
-                   settings: EffectSettings, progress: ProgressCallback | None = None
-                   ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The effect table (:data:`COLUMNS`) and SAD ``[variants, selected tracks]`` of
-    ``alleles``: the reference predicted once, the ALTs in blocks through ``model``."""
+def _delta_scores(delta: np.ndarray, tss: np.ndarray, settings: EffectSettings
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``expr_effect``, ``full_matrix_l1``, ``tracks_l1`` ``[k]`` and SAD ``[k, selected]`` of
+    ALT − REF outputs ``delta`` ``[k, bins, tracks]``; ``tss``: the TSS bins of each row
+    ``[k, count]``."""
     expr, chosen = np.asarray(settings.expression_tracks), np.asarray(settings.selected_tracks)
-    tss = np.asarray(settings.tss_bins)
-    n = len(alleles)
-    expr_effect, full_l1, tracks_l1 = np.zeros(n), np.zeros(n), np.zeros(n)
-    sad = np.zeros((n, len(chosen)), np.float32)
-    if n:
-        ref = np.asarray(model.reference(window), np.float64)
-        started, done = time.perf_counter(), 0
-        for block in model.alts(window, alleles):
-            rows = slice(done, done + len(block))
-            delta = np.asarray(block, np.float64) - ref
-            expr_effect[rows] = delta[:, tss][:, :, expr].sum(axis=(1, 2))
-            full_l1[rows] = np.abs(delta).sum(axis=(1, 2))
-            selected = delta[:, :, chosen]
-            tracks_l1[rows] = np.abs(selected).sum(axis=(1, 2))
-            sad[rows] = selected.sum(axis=1)
-            done += len(block)
-            if progress is not None:
-                progress(done, n, done / max(time.perf_counter() - started, 1e-9))
-        if done != n:
-            raise ValueError(f"the model returned {done} ALT predictions for {n} alleles")
+    rows = np.arange(len(delta))[:, None]
+    expr_effect = delta[rows, tss][:, :, expr].sum(axis=(1, 2))
+    selected = delta[:, :, chosen]
+    return (expr_effect, np.abs(delta).sum(axis=(1, 2)), np.abs(selected).sum(axis=(1, 2)),
+            selected.sum(axis=1).astype(np.float32))
+
+
+def _effect_table(alleles: Sequence[AltAllele], tss0: int, expr_effect: np.ndarray,
+                  full_l1: np.ndarray, tracks_l1: np.ndarray) -> pd.DataFrame:
+    """The effect table (:data:`COLUMNS`) of scored ``alleles``, ranks included."""
     table = pd.DataFrame({
         "variant_id": pd.Series([a.variant_id for a in alleles], dtype=object),
         "pos": np.array([a.pos for a in alleles], np.int64),
         "ref": pd.Series([a.ref for a in alleles], dtype=object),
         "alt": pd.Series([a.alt for a in alleles], dtype=object),
         "kind": pd.Series([a.kind for a in alleles], dtype=object),
-        "distance_to_tss": np.array([a.pos0 - window.tss0 for a in alleles], np.int64),
+        "distance_to_tss": np.array([a.pos0 - tss0 for a in alleles], np.int64),
         "expr_effect": expr_effect,
         "full_matrix_l1": full_l1,
         "tracks_l1": tracks_l1,
@@ -414,7 +408,51 @@ def score_variants(window: GeneWindow, alleles: Sequence[AltAllele], model: AltM
         "rank_full_matrix": rank_descending(full_l1),
         "rank_tracks": rank_descending(tracks_l1),
     })
-    return table[COLUMNS], sad
+    return table[COLUMNS]
+
+
+def score_variants(window: GeneWindow, alleles: Sequence[AltAllele], model: AltModel,
+                   settings: EffectSettings, progress: ProgressCallback | None = None
+                   ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The effect table (:data:`COLUMNS`) and SAD ``[variants, selected tracks]`` of
+    ``alleles``: the reference predicted once, the ALTs in blocks through ``model``."""
+    n = len(alleles)
+    expr_effect, full_l1, tracks_l1 = np.zeros(n), np.zeros(n), np.zeros(n)
+    sad = np.zeros((n, len(settings.selected_tracks)), np.float32)
+    if n:
+        ref = np.asarray(model.reference(window), np.float64)
+        started, done = time.perf_counter(), 0
+        for block in model.alts(window, alleles):
+            rows = slice(done, done + len(block))
+            tss = np.broadcast_to(np.asarray(settings.tss_bins), (len(block),
+                                                                   len(settings.tss_bins)))
+            (expr_effect[rows], full_l1[rows], tracks_l1[rows],
+             sad[rows]) = _delta_scores(np.asarray(block, np.float64) - ref, tss, settings)
+            done += len(block)
+            if progress is not None:
+                progress(done, n, done / max(time.perf_counter() - started, 1e-9))
+        if done != n:
+            raise ValueError(f"the model returned {done} ALT predictions for {n} alleles")
+    return _effect_table(alleles, window.tss0, expr_effect, full_l1, tracks_l1), sad
+
+
+def _assemble(window: GeneWindow, settings: EffectSettings, table: pd.DataFrame,
+              sad: np.ndarray, counts: dict[str, int], tracks: pd.DataFrame | None,
+              seconds: float, centred_on: str) -> VariantEffects:
+    """The :class:`VariantEffects` of a scored table: counts, track roles and info."""
+    counts["scored"] = len(table)
+    described = (dict(zip(tracks["index"].astype(int), tracks["description"].astype(str),
+                          strict=True)) if tracks is not None else {})
+    track_table = pd.DataFrame(
+        [{"index": int(i), "description": described.get(int(i), f"track {int(i)}"),
+          "role": role}
+         for role, indices in (("expression", settings.expression_tracks),
+                               ("selected", settings.selected_tracks)) for i in indices])
+    info = {"chrom": window.chrom, "tss": window.tss0 + 1, "window": window.window.to_region(),
+            "tss_bins": np.asarray(settings.tss_bins).tolist(), "indels": settings.indels,
+            "centred_on": centred_on, "seconds": round(seconds, 3),
+            "variants_per_second": round(len(table) / seconds, 3) if len(table) else None}
+    return VariantEffects(table, sad, track_table, counts, info)
 
 
 def variant_effects(window: GeneWindow, variants: pd.DataFrame, model: AltModel,
@@ -426,20 +464,65 @@ def variant_effects(window: GeneWindow, variants: pd.DataFrame, model: AltModel,
     alleles, counts = candidate_alleles(window, variants, settings)
     started = time.perf_counter()
     table, sad = score_variants(window, alleles, model, settings, progress)
-    seconds = time.perf_counter() - started
-    counts["scored"] = len(table)
-    described = (dict(zip(tracks["index"].astype(int), tracks["description"].astype(str),
-                          strict=True)) if tracks is not None else {})
-    track_table = pd.DataFrame(
-        [{"index": int(i), "description": described.get(int(i), f"track {int(i)}"),
-          "role": role}
-         for role, indices in (("expression", settings.expression_tracks),
-                               ("selected", settings.selected_tracks)) for i in indices])
-    info = {"chrom": window.chrom, "tss": window.tss0 + 1, "window": window.window.to_region(),
-            "tss_bins": np.asarray(settings.tss_bins).tolist(), "indels": settings.indels,
-            "seconds": round(seconds, 3),
-            "variants_per_second": round(len(table) / seconds, 3) if len(table) else None}
-    return VariantEffects(table, sad, track_table, counts, info)
+    return _assemble(window, settings, table, sad, counts, tracks,
+                     time.perf_counter() - started, "tss")
+
+
+# Windows centred on each variant -----------------------------------------------------------------
+
+def shifted_tss_bins(tss_bins: np.ndarray, tss0: int, centre0: int, length: int,
+                     target_length: int, bin_size: int) -> np.ndarray | None:
+    """The output bins holding the gene's TSS (0-based ``tss0``) when the window of ``length``
+    bp is centred on ``centre0`` instead: ``tss_bins`` (the bins of a TSS-centred window)
+    moved by whole bins; None when any falls outside the ``target_length`` output bins."""
+    offset = (length - target_length * bin_size) // 2  # bases cropped before the first bin
+    index = tss0 - (centre0 - length // 2)
+    shift = (index - offset) // bin_size - target_length // 2
+    bins = np.asarray(tss_bins) + shift
+    return bins if bins.min() >= 0 and bins.max() < target_length else None
+
+
+def variant_centred_effects(window: GeneWindow, variants: pd.DataFrame, model: FullForwards,
+                            settings: EffectSettings, fetch: Callable[[Interval], bytes],
+                            flank: int, tracks: pd.DataFrame | None = None,
+                            progress: ProgressCallback | None = None) -> VariantEffects:
+    """:func:`variant_effects` with each variant's REF and ALT windows centred on the variant
+    (its first REF base at ``L // 2``, as DeepMind's variant-scoring notebook centres them)
+    instead of on the TSS: the same candidate variants (those in the gene's TSS-centred
+    window), each window read with ``fetch`` (``flank`` bp either side for indels), two full
+    forwards per variant. ``expr_effect`` sums the bins that hold the gene's TSS in that
+    window (at its reference position); a variant whose TSS falls outside the model's output
+    is skipped and counted as ``tss_outside_output``."""
+    alleles, counts = candidate_alleles(window, variants, settings)
+    config = model.predictor.config
+    length = config.sequence_length
+    placed = [(a, shifted_tss_bins(settings.tss_bins, window.tss0, a.pos0, length,
+                                   config.target_length, config.bin_size)) for a in alleles]
+    kept = [(a, bins) for a, bins in placed if bins is not None]
+    counts["skipped_tss_outside_output"] = len(alleles) - len(kept)
+    n = len(kept)
+    expr_effect, full_l1, tracks_l1 = np.zeros(n), np.zeros(n), np.zeros(n)
+    sad = np.zeros((n, len(settings.selected_tracks)), np.float32)
+    started = time.perf_counter()
+    size = model.block or BLOCK_BATCHES * model.predictor.batch_size // 2
+    for first in range(0, n, max(size, 1)):
+        block = kept[first:first + size]
+        inputs = []
+        for allele, _ in block:
+            own = GeneWindow.around(window.chrom, allele.pos0, length, flank, fetch)
+            reference = own.reference_onehot()
+            inputs += [reference, own.alt_onehot(allele, reference)]
+        outputs = np.asarray(model.predict(inputs), np.float64)
+        rows = slice(first, first + len(block))
+        (expr_effect[rows], full_l1[rows], tracks_l1[rows],
+         sad[rows]) = _delta_scores(outputs[1::2] - outputs[0::2],
+                                    np.stack([bins for _, bins in block]), settings)
+        if progress is not None:
+            done = first + len(block)
+            progress(done, n, done / max(time.perf_counter() - started, 1e-9))
+    table = _effect_table([a for a, _ in kept], window.tss0, expr_effect, full_l1, tracks_l1)
+    return _assemble(window, settings, table, sad, counts, tracks,
+                     time.perf_counter() - started, "variant")
 
 
 def stack_blocks(blocks: Iterable[np.ndarray]) -> np.ndarray:

@@ -285,6 +285,37 @@ def poisson_binomial_upper(observed: int, probabilities: np.ndarray) -> float:
     return float(min(distribution[max(observed, 0):].sum(), 1.0))
 
 
+def pooled_hypergeometric_upper(observed: int, genes: pd.DataFrame) -> float:
+    """P(Σ X_g ≥ ``observed``) for independent hypergeometric X_g: per row of ``genes`` the
+    marked items (``eqtl_snps``) among ``k`` drawn from ``universe`` (exact convolution)."""
+    from scipy.stats import hypergeom
+
+    distribution = np.array([1.0])
+    for gene in genes.itertuples(index=False):
+        k = int(gene.k)
+        pmf = hypergeom.pmf(np.arange(k + 1), int(gene.universe), int(gene.eqtl_snps), k)
+        distribution = np.convolve(distribution, pmf)
+    return float(min(distribution[max(int(observed), 0):].sum(), 1.0))
+
+
+def pooled_overlap(stacked: pd.DataFrame, comparison: str = "top_k") -> pd.DataFrame:
+    """Per score, the hypergeometric ``comparison`` (default ``top_k``) pooled over genes:
+    genes, the summed overlap, its summed expectation and the exact p of at least that sum
+    with genes independent (:func:`pooled_hypergeometric_upper`): do model and eQTL SNPs
+    overlap beyond chance across the genes, not only in one?"""
+    part = stacked[(stacked["comparison"] == comparison)
+                   & (stacked["test"] == "hypergeometric") & (stacked["universe"] > 0)]
+    rows = []
+    for score in SCORES:
+        genes = part[part["score"] == score]
+        observed = int(genes["statistic"].sum())
+        rows.append({"score": score, "genes": len(genes), "overlap": observed,
+                     "expected": float(genes["expected"].sum()),
+                     "p": pooled_hypergeometric_upper(observed, genes) if len(genes)
+                     else np.nan})
+    return pd.DataFrame(rows)
+
+
 def overlap_summary(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All genes' overlap tables stacked (``gene`` first), and per score the fraction of genes
     whose top model SNP is in LD with the lead eQTL SNP against its expectation under the

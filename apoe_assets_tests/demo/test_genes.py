@@ -37,7 +37,7 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
     assert list(raw) == ["name", "seed", "reference_fasta", "genotypes", "expression",
                          "covariates", "annotation", "genes", "window_length", "cis_window",
                          "ref_mismatch", "storage_root", "mlflow_tracking_uri", "truth",
-                         "enformer", "snp_effects"]
+                         "enformer", "snp_effects", "overlap"]
     assert raw["genes"] == DEFAULT_GENES
     assert (raw["window_length"], raw["cis_window"], raw["ref_mismatch"]) == (24576, 1_000_000,
                                                                              "fail")
@@ -46,7 +46,9 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
     assert raw["enformer"] == {"weights": "enformer/weights.safetensors",
                                "targets": "enformer/targets.txt", "tracks": ["CAGE:brain"],
                                "haplotypes": "mean", "batch_size": 8}
-    assert raw["snp_effects"] == {"tracks": ["CHIP:H3K27me3"]}  # the only mark its head has
+    assert raw["snp_effects"] == {"tracks": ["CHIP:H3K27me3"],  # the only mark its head has
+                                  "indels": True}  # they carry its Enformer component
+    assert raw["overlap"] == {"top_k": 10}  # its windows hold 43–64 variants
     loaded = load_study(study / "study.yaml")
     assert loaded.enformer.weights == (study / "enformer/weights.safetensors").resolve()
     assert loaded.enformer.targets.is_file()

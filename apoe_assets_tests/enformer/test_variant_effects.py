@@ -31,6 +31,7 @@ from apoe_assets.enformer.variant_effects import (
     VariantEffects,
     candidate_alleles,
     match_tracks,
+    variant_centred_effects,
     variant_effects,
 )
 from apoe_assets.genomics.consensus import build_haplotypes
@@ -169,6 +170,62 @@ def test_expr_effect_equals_full_forwards_of_the_edited_sequence(params, predict
     assert np.all(np.diff(np.abs(ranked["expr_effect"].to_numpy())) <= 0)
     assert effects.table.loc[effects.table["full_matrix_l1"].idxmax(), "rank_full_matrix"] == 1
     assert effects.table.loc[effects.table["tracks_l1"].idxmax(), "rank_tracks"] == 1
+
+
+def test_variant_centred_windows_read_the_tss_where_it_lies(params, predictor, contig
+                                                            ) -> None:
+    """``variant_centred``: each variant's REF and ALT windows are the contig around the
+    variant (its base at L // 2), and ``expr_effect`` sums the output bins that hold the gene's
+    TSS there — all rebuilt here from the window geometry (L bp in, the middle
+    ``target_length × bin_size`` bp out) and the model's public apply. A variant at the TSS
+    scores as in the TSS-centred window; one too far for its TSS to be in the output is
+    skipped and counted. Catches a window centred on the TSS, the TSS bins not moved (or moved
+    the wrong way), a row matched to another variant's forward."""
+    rng = np.random.default_rng(SEED + 1)
+    length, bins, size = CONFIG.sequence_length, CONFIG.target_length, CONFIG.bin_size
+    reach = bins * size // 2 - 2 * size  # the TSS bins stay inside the output
+    positions = sorted({TSS0 + 1, TSS0 + 1 - reach, TSS0 + 1 + reach,
+                        *rng.integers(TSS0 - reach, TSS0 + reach, 5).tolist()})
+    rows = [_snv(contig, p, rng) for p in positions]
+    far = _snv(contig, TSS0 + 1 + length // 2 - 10, rng)  # in the gene's window, TSS not seen
+    variants = _variants(sorted([*rows, far]))
+    window = _window(contig)
+
+    def fetch(interval: Interval) -> bytes:
+        return contig[interval.start:interval.end]
+
+    settings = _settings()
+    effects = variant_centred_effects(window, variants, FullForwards(predictor), settings,
+                                      fetch, FLANK)
+    table = effects.table.set_index("variant_id")
+    assert effects.counts["skipped_tss_outside_output"] == 1
+    assert set(table.index) == {variant_id(CHROM, *r) for r in rows}
+    assert effects.info["centred_on"] == "variant"
+
+    expected = {}
+    for pos, _ref, alt in rows:
+        start = pos - 1 - length // 2
+        reference = contig[start:start + length].decode()
+        edited = reference[:length // 2] + alt + reference[length // 2 + 1:]
+        ref_out, alt_out = _direct(params, [reference, edited])
+        first_output_base = start + (length - bins * size) // 2
+        centre = (TSS0 - first_output_base) // size
+        tss = [centre - 1, centre, centre + 1]
+        assert tss[0] >= 0 and tss[-1] < bins
+        expected[variant_id(CHROM, pos, _ref, alt)] = (alt_out - ref_out)[tss][:, [2, 7]].sum()
+    got = table.loc[list(expected), "expr_effect"].to_numpy()
+    want = np.array(list(expected.values()))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=3e-6)
+    assert np.abs(want).min() > 10 * 3e-6
+    assert table["distance_to_tss"].tolist() == [p - 1 - TSS0 for p, _, _ in rows]
+
+    at_tss = variant_id(CHROM, *next(r for r in rows if r[0] == TSS0 + 1))
+    centred = variant_effects(window, variants, FullForwards(predictor), settings).table
+    np.testing.assert_allclose(
+        table.loc[at_tss, ["expr_effect", "full_matrix_l1", "tracks_l1"]].to_numpy(float),
+        centred.set_index("variant_id").loc[at_tss, ["expr_effect", "full_matrix_l1",
+                                                     "tracks_l1"]].to_numpy(float),
+        rtol=1e-4, atol=1e-6)
 
 
 def test_reverse_complement_averages_with_the_flipped_prediction(params, predictor, contig

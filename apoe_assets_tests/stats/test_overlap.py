@@ -260,3 +260,31 @@ def test_summary_fraction_and_poisson_binomial() -> None:
     row = lead.set_index("score").loc["expr_effect"]
     assert row["fraction"] == 0.5 and row["expected_fraction"] == pytest.approx(q.mean())
     assert row["p"] == pytest.approx(overlap.poisson_binomial_upper(2, q))
+
+
+def test_pooled_top_k_is_the_tail_of_summed_hypergeometric_draws() -> None:
+    """The pooled top-k p over genes equals the tail of the sum of independent draws, counted
+    here by enumerating every outcome of small urns (catches a tail off by one, genes not
+    convolved but averaged, a gene's k or universe swapped); genes with an empty universe
+    and rows of other comparisons stay out."""
+    from scipy.stats import hypergeom
+
+    urns = [(12, 4, 3), (9, 2, 5), (15, 6, 4)]  # (universe, eQTL SNPs, k)
+    observed = [2, 1, 3]
+    rows = [dict(zip(overlap.TABLE_COLUMNS, (s, "top_k", "hypergeometric", k, m, n, o,
+                                             k * m / n, 0.5), strict=True))
+            for (n, m, k), o in zip(urns, observed, strict=True) for s in overlap.SCORES]
+    rows += [dict(zip(overlap.TABLE_COLUMNS, ("expr_effect", "top_k", "hypergeometric", 0, 0,
+                                              0, 0, np.nan, 1.0), strict=True)),
+             dict(zip(overlap.TABLE_COLUMNS, ("expr_effect", "significant", "hypergeometric",
+                                              3, 1, 12, 1, 0.25, 0.25), strict=True))]
+    stacked = pd.DataFrame(rows)
+    pooled = overlap.pooled_overlap(stacked).set_index("score").loc["expr_effect"]
+    pmfs = [hypergeom.pmf(np.arange(k + 1), n, m, k) for n, m, k in urns]
+    direct = sum(np.prod([pmf[x] for pmf, x in zip(pmfs, draw, strict=True)])
+                 for draw in itertools.product(*(range(len(pmf)) for pmf in pmfs))
+                 if sum(draw) >= sum(observed))
+    assert pooled["genes"] == 3 and pooled["overlap"] == 6
+    assert pooled["expected"] == pytest.approx(sum(k * m / n for n, m, k in urns))
+    assert pooled["p"] == pytest.approx(direct, rel=1e-9)
+    assert 0.001 < direct < 0.5  # a tail, neither certain nor vanishing
