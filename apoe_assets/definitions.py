@@ -18,8 +18,10 @@ from apoe_assets.assets.overlap import overlap_assets
 from apoe_assets.assets.prs import prs_assets
 from apoe_assets.assets.sequences import sequence_assets
 from apoe_assets.assets.snp_effects import snp_effect_assets
+from apoe_assets.assets.sources import source_assets
 from apoe_assets.assets.stacking import stacking_assets
 from apoe_assets.checks import ingestion_checks
+from apoe_assets.orchestration.automation import automation_definitions, with_automation
 from apoe_assets.partitions import study_partitions
 from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
@@ -53,20 +55,23 @@ about 5 s). The server imports JAX but never starts it, so each step starts its 
 def build_definitions(study: Study) -> dg.Definitions:
     """Everything Dagster needs for one study."""
     parts = study_partitions(study)
-    return dg.Definitions(
-        assets=[*ingestion_assets(parts), cv_folds, *locus_assets(parts),
-                *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
-                *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
-                *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts)],
-        asset_checks=ingestion_checks(parts),
-        executor=STEP_EXECUTOR,
-        resources={
-            "io_manager": AssetStorage(root=study.storage_root),
-            "study": StudyResource(path=str(study.source)),
-            "enformer": enformer_resource(study),
-            "mlflow": MlflowTracking.from_study(study),
-        },
-    )
+    assets = with_automation([
+        *source_assets(parts), *ingestion_assets(parts), cv_folds, *locus_assets(parts),
+        *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
+        *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
+        *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts)])
+    checks = ingestion_checks(parts)
+    resources = {
+        "io_manager": AssetStorage(root=study.storage_root),
+        "study": StudyResource(path=str(study.source)),
+        "enformer": enformer_resource(study),
+        "mlflow": MlflowTracking.from_study(study),
+    }
+    graph = dg.Definitions(assets=assets, asset_checks=checks,
+                           resources=resources).resolve_asset_graph()
+    jobs, schedules, sensors = automation_definitions(study, parts, graph)
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
+                          sensors=sensors, executor=STEP_EXECUTOR, resources=resources)
 
 
 @dg.definitions

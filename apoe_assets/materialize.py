@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from apoe_assets.definitions import build_definitions
+from apoe_assets.orchestration.automation import OBSERVE_JOB
 from apoe_assets.study import load_study
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -61,9 +62,20 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance,
                     report: Callable[[str], None] = print,
                     selection: dg.AssetSelection | None = None
                     ) -> list[dg.ExecuteInProcessResult]:
-    """Run every :func:`plan` step; stop at the first failure (earlier outputs stay)."""
+    """Run every :func:`plan` step; stop at the first failure (earlier outputs stay). A run
+    of everything first observes the input files (their fingerprints are the data versions
+    the UI's staleness starts from)."""
     job = defs.resolve_implicit_global_asset_job_def()
     results = []
+    if selection is None:
+        started = time.perf_counter()
+        observed = defs.resolve_job_def(OBSERVE_JOB).execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False)
+        results.append(observed)
+        report(f"[0] observe input files: {'ok' if observed.success else 'FAILED'} "
+               f"({time.perf_counter() - started:.1f} s)")
+        if not observed.success:
+            return results
     steps = plan(defs, selection)
     for number, step in enumerate(steps, start=1):
         started = time.perf_counter()

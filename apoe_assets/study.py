@@ -7,6 +7,7 @@ are relative to the file itself.
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -179,6 +180,34 @@ class SnpEffectSettings(BaseModel):
         "model's output are skipped and counted")
 
 
+REFRESH_CRON = "0 3 * * 1"
+"""Default cron of ``refresh_stale_genes``: weekly, Monday 03:00."""
+OBSERVE_CRON = "0 * * * *"
+"""Default cron of ``observe_input_files``: hourly."""
+CRON_FIELD = re.compile(r"[0-9A-Za-z*/,?-]+")
+
+
+class OrchestrationSettings(BaseModel):
+    """When the assets run on their own (``orchestration:`` in the study file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refresh_cron: str = Field(
+        REFRESH_CRON, description="cron of the schedule that runs every missing or stale gene "
+        "partition")
+    observe_cron: str = Field(
+        OBSERVE_CRON, description="cron of the schedule that fingerprints the input files")
+
+    @field_validator("refresh_cron", "observe_cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        fields = cron.split()
+        if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
+            raise ValueError(f"{cron!r} is not a cron expression of 5 fields (minute hour "
+                             f"day month weekday, e.g. {REFRESH_CRON!r})")
+        return cron
+
+
 class Study(BaseModel):
     """A parsed, validated study file. Paths are absolute once loaded."""
 
@@ -214,6 +243,7 @@ class Study(BaseModel):
     stacking: StackingSettings = StackingSettings()
     snp_effects: SnpEffectSettings = SnpEffectSettings()
     overlap: OverlapSettings = OverlapSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
     source: Path = Field(default=Path("study.yaml"), exclude=True)
 
     @field_validator("regions")

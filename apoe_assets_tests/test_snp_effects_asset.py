@@ -35,18 +35,30 @@ from apoe_assets.study import load_study
 from apoe_assets_tests.studies import demo_copy
 
 GENE = "APOE"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SNP_EFFECTS = dg.AssetKey("snp_effects")
 SUMMARY = dg.AssetKey("snp_effects_summary")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, dict]:
-    """Materialise ``snp_effects_summary`` and everything it needs for every demo gene."""
+    """Materialise ``snp_effects_summary`` and everything it needs for every demo gene: the
+    scans and effects of all genes in one run (one model load), the overlaps per gene."""
     study_file = demo_copy(tmp_path_factory.mktemp("snp"))
-    defs = build_definitions(load_study(study_file))
+    study = load_study(study_file)
+    defs = build_definitions(study)
+    per_gene = dg.AssetSelection.assets("cis_eqtl", SNP_EFFECTS)
+    genes = study.gene_table["partition_key"].tolist()
     with dg.instance_for_test() as instance:
         results = materialize_all(defs, instance, report=lambda _: None,
-                                  selection=dg.AssetSelection.assets(SUMMARY).upstream())
+                                  selection=per_gene.upstream() - per_gene)
+        job = defs.resolve_implicit_global_asset_job_def()
+        results.append(job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("cis_eqtl"), SNP_EFFECTS],
+            tags={RANGE_START: genes[0], RANGE_END: genes[-1]}, raise_on_error=False))
+        results += materialize_all(defs, instance, report=lambda _: None,
+                                   selection=dg.AssetSelection.assets(SUMMARY).upstream()
+                                   - per_gene.upstream())
         assert all(r.success for r in results), [
             e.message for r in results for e in r.all_events if e.is_failure]
         events = [e for r in results for e in r.get_asset_materialization_events()]

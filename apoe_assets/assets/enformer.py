@@ -7,10 +7,11 @@ import pandas as pd
 
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import track_plot
+from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.convert import ConversionError
 from apoe_assets.enformer.features import tss_bins
 from apoe_assets.enformer.inference import Predictor
-from apoe_assets.enformer.predictions import GenePredictions, predict_gene
+from apoe_assets.enformer.predictions import PREDICTIONS_VERSION, GenePredictions, predict_gene
 from apoe_assets.enformer.runtime import MissingWeightsError
 from apoe_assets.enformer.targets import read_targets, resolve_tracks, track_descriptions
 from apoe_assets.genomics.personal import SequenceFolder
@@ -86,6 +87,8 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         pool=POOL,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         backfill_policy=parts.gene_backfill,
+        deps=[WEIGHTS_FILE],
+        code_version=PREDICTIONS_VERSION,
     )
     def enformer_predictions(context: dg.AssetExecutionContext, study: StudyResource,
                              enformer: EnformerResource, personal_sequences: object

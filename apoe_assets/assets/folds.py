@@ -4,13 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from apoe_assets.assets.metadata import preview
-from apoe_assets.ml.folds import assign_folds
+from apoe_assets.ml.folds import FOLDS_VERSION, assign_folds
 from apoe_assets.resources.study import StudyResource
 
 GROUP = "statistics"
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=FOLDS_VERSION)
 def cv_folds(context: dg.AssetExecutionContext, study: StudyResource,
              expression: pd.DataFrame) -> pd.DataFrame:
     """Seeded K-fold assignment of the samples with both genotypes and expression (the

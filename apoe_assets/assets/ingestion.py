@@ -6,17 +6,30 @@ import dagster as dg
 import pandas as pd
 
 from apoe_assets.assets.metadata import preview
-from apoe_assets.genomics.annotation import genotype_regions, with_windows
+from apoe_assets.assets.sources import (
+    ANNOTATION_FILE,
+    COVARIATES_FILE,
+    EXPRESSION_FILE,
+    GENOTYPE_FILE,
+    REFERENCE_FILE,
+)
+from apoe_assets.genomics.annotation import ANNOTATION_VERSION, genotype_regions, with_windows
 from apoe_assets.genomics.errors import InputError
-from apoe_assets.genomics.fasta import ReferenceGenome
+from apoe_assets.genomics.fasta import CONTIGS_VERSION, ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.phenotypes import (
+    PHENOTYPES_VERSION,
     align_samples,
     match_gene_ids,
     read_covariates,
     read_expression_bed,
 )
-from apoe_assets.genomics.vcf import read_genotypes, select_samples, vcf_samples
+from apoe_assets.genomics.vcf import (
+    GENOTYPES_VERSION,
+    read_genotypes,
+    select_samples,
+    vcf_samples,
+)
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
@@ -37,7 +50,8 @@ def genotype_samples(study: Study) -> list[str]:
 def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     """The ingestion assets of a study with these partitions."""
 
-    @dg.asset(group_name=GROUP, kinds={"fasta"})
+    @dg.asset(group_name=GROUP, kinds={"fasta"}, deps=[REFERENCE_FILE],
+              code_version=CONTIGS_VERSION)
     def reference_genome(context: dg.AssetExecutionContext, study: StudyResource
                          ) -> pd.DataFrame:
         """Contigs of the reference FASTA (canonical name, the file's name, length)."""
@@ -56,7 +70,8 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         })
         return contigs
 
-    @dg.asset(group_name=GROUP, kinds={"pandas"})
+    @dg.asset(group_name=GROUP, kinds={"pandas"}, deps=[ANNOTATION_FILE],
+              code_version=ANNOTATION_VERSION)
     def gene_annotation(context: dg.AssetExecutionContext, study: StudyResource,
                         reference_genome: pd.DataFrame) -> pd.DataFrame:
         """The study's genes: TSS, model window and cis window (0-based half-open)."""
@@ -74,9 +89,10 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         })
         return genes
 
-    @dg.asset(group_name=GROUP, partitions_def=parts.chromosomes, kinds={"vcf", "numpy"})
+    @dg.asset(group_name=GROUP, partitions_def=parts.chromosomes, kinds={"vcf", "numpy"},
+              deps=[GENOTYPE_FILE], code_version=GENOTYPES_VERSION)
     def genotypes(context: dg.AssetExecutionContext, study: StudyResource,
-                  gene_annotation: pd.DataFrame) -> GenotypeMatrix:
+                  gene_annotation: pd.DataFrame) -> dg.Output[GenotypeMatrix]:
         """Phased genotypes of one chromosome over the study's gene regions: a variant table
         (multi-allelic sites split) and an int8 haplotype matrix, haploid calls filled as
         ``sequences.haploid`` says (and counted)."""
@@ -105,9 +121,12 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "haploid_rule": config.sequences.haploid,
             "preview": preview(matrix.variants),
         })
-        return matrix
+        # the content's digest as data version: downstream goes stale when the genotypes
+        # change, not when a file is rewritten with the same ones
+        return dg.Output(matrix, data_version=dg.DataVersion(matrix.digest()))
 
-    @dg.asset(group_name=GROUP, kinds={"pandas"})
+    @dg.asset(group_name=GROUP, kinds={"pandas"}, deps=[EXPRESSION_FILE],
+              code_version=PHENOTYPES_VERSION)
     def expression(context: dg.AssetExecutionContext, study: StudyResource,
                    gene_annotation: pd.DataFrame) -> pd.DataFrame:
         """Expression (genes × samples), columns in genotype sample order, samples without
@@ -130,7 +149,8 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         })
         return aligned
 
-    @dg.asset(group_name=GROUP, kinds={"pandas"})
+    @dg.asset(group_name=GROUP, kinds={"pandas"}, deps=[COVARIATES_FILE],
+              code_version=PHENOTYPES_VERSION)
     def covariates(context: dg.AssetExecutionContext, study: StudyResource,
                    expression: pd.DataFrame) -> pd.DataFrame:
         """Covariates (covariates × samples) for exactly the expression samples, same order."""

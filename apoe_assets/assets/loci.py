@@ -5,7 +5,7 @@ import pandas as pd
 
 from apoe_assets.assets.metadata import scalars
 from apoe_assets.genomics.genotypes import GenotypeMatrix
-from apoe_assets.genomics.loci import locus_summary
+from apoe_assets.genomics.loci import LOCUS_VERSION, locus_summary
 from apoe_assets.partitions import StudyPartitions
 
 GROUP = "genes"
@@ -18,6 +18,7 @@ def locus_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+        code_version=LOCUS_VERSION,
         kinds={"pandas"},
     )
     def gene_locus(context: dg.AssetExecutionContext, gene_annotation: pd.DataFrame,

@@ -15,7 +15,12 @@ from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.loci import variants_in
-from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
+from apoe_assets.genomics.personal import (
+    SEQUENCES_VERSION,
+    SequenceFolder,
+    SequenceSpec,
+    write_personal_sequences,
+)
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
 
@@ -29,6 +34,7 @@ def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
+        code_version=SEQUENCES_VERSION,
         kinds={"fasta"},
     )
     def personal_sequences(context: dg.AssetExecutionContext, study: StudyResource,

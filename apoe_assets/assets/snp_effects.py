@@ -16,11 +16,13 @@ import pandas as pd
 from apoe_assets.assets.enformer import HEAD, POOL, load_model, selected_tracks
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import embedded, png
+from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.features import tss_bins
 from apoe_assets.enformer.inference import Predictor
 from apoe_assets.enformer.targets import check_head_size, read_targets
 from apoe_assets.enformer.variant_effects import (
     SKIP_REASONS,
+    SNP_EFFECTS_VERSION,
     EffectSettings,
     FullForwards,
     GeneWindow,
@@ -40,8 +42,6 @@ from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
 
 GROUP = "enformer"
-SNP_EFFECTS_VERSION = "1"
-"""Bump when the scores change for the same inputs."""
 
 
 def head_tracks(config: Study, head_size: int) -> pd.DataFrame:
@@ -108,16 +108,16 @@ def alt_model(config: Study, predictor: Predictor) -> FullForwards | Incremental
 
 
 def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Predictor,
-               reference: ReferenceGenome, gene: pd.Series, genotypes: GenotypeMatrix
-               ) -> VariantEffects:
-    """One gene's variant effects, logged as it goes, with its metadata added."""
+               model: FullForwards | Incremental, reference: ReferenceGenome, gene: pd.Series,
+               genotypes: GenotypeMatrix) -> VariantEffects:
+    """One gene's variant effects through ``model`` (one per run: its compiled functions serve
+    every gene), logged as it goes, with its metadata added."""
     key = str(gene["partition_key"])
     settings, tracks = effect_settings(config, predictor)
     length = predictor.config.sequence_length
     window = GeneWindow.around(gene["chrom"], int(gene["tss"]), length, config.sequence_flank,
                                reference.fetch)
     variants = genotypes.window(window.window.start, window.window.end).variants
-    model = alt_model(config, predictor)
 
     def progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"{key}: {done}/{total} variants ({rate:.2f} variants/s)")
@@ -164,9 +164,9 @@ def snp_effect_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
-        deps=["reference_genome"],
         kinds={"jax", "pandas"},
         pool=POOL,
+        deps=["reference_genome", WEIGHTS_FILE],
         code_version=SNP_EFFECTS_VERSION,
         backfill_policy=parts.gene_backfill,
     )
@@ -184,12 +184,13 @@ def snp_effect_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "genotypes"))
         annotation = gene_annotation.set_index("partition_key", drop=False)
         predictor = load_model(config, enformer)
+        model = alt_model(config, predictor)
         reference = ReferenceGenome(config.reference_fasta)
         results = ByPartition()
         try:
             for key in genes:
                 gene = annotation.loc[key]
-                results[key] = score_gene(context, config, predictor, reference, gene,
+                results[key] = score_gene(context, config, predictor, model, reference, gene,
                                           chromosomes[gene["chrom"]])
         finally:
             reference.close()

@@ -24,6 +24,10 @@ from apoe_assets.enformer.haplotypes import SEQUENCE_KEY, stream_model_inputs
 from apoe_assets.enformer.inference import Predictor, ProgressCallback, unique_keys
 from apoe_assets.genomics.personal import SequenceFolder, sequence_hash
 
+PREDICTIONS_VERSION = "1"
+"""Code version of the ``enformer_predictions`` outputs and features: bump it when they change
+for the same inputs."""
+
 HAPLOTYPE_COLUMNS = ["record", "sample", "haplotype", "hash", "row"]
 FEATURE_COLUMNS = ["h1", "h2", "feature"]
 

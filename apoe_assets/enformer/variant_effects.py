@@ -50,6 +50,8 @@ INDEL_KINDS = ("ins", "del", "complex")
 BLOCK_BATCHES = 4
 """ALT sequences handed to the model per block, in batches: bounds the host memory of the
 all-bins × all-tracks outputs (a block of 4 batches of 4 is ≈ 300 MB at full size)."""
+SNP_EFFECTS_VERSION = "1"
+"""Code version of the ``snp_effects`` scores: bump it when they change for the same inputs."""
 SKIP_REASONS = ("indel", "ref_mismatch", "symbolic", "not_carried", "tss_outside_output")
 """Keys of :attr:`VariantEffects.counts` ``skipped_*`` (``tss_outside_output``: only when windows
 are centred on the variant, see :func:`variant_centred_effects`)."""

@@ -12,6 +12,10 @@ from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import Interval, centred_window, parse_region
 from apoe_assets.genomics.errors import InputError
 
+ANNOTATION_VERSION = "1"
+"""Code version of the ``gene_annotation`` table (genes, TSS, windows): bump it when they change
+for the same inputs."""
+
 TSV_COLUMNS = ["gene_id", "symbol", "chrom", "start", "end", "strand"]
 GENE_COLUMNS = ["gene_id", "symbol", "chrom", "start", "end", "strand", "tss"]
 """Columns of an annotation table: ``start``/``end`` 0-based half-open, ``tss`` the 0-based

@@ -13,6 +13,10 @@ from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.errors import InputError
 from apoe_assets.genomics.fasta_writer import LINE_WIDTH, IndexedFastaWriter, wrap_lines
 
+CONTIGS_VERSION = "1"
+"""Code version of the ``reference_genome`` contig table: bump it when they change
+for the same inputs."""
+
 
 def fasta_bytes(records: Iterable[tuple[str, bytes]], line_width: int = LINE_WIDTH
                 ) -> tuple[bytes, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,16 @@ class GenotypeMatrix:
     @property
     def n_variants(self) -> int:
         return self.haplotypes.shape[0]
+
+    def digest(self) -> str:
+        """A digest of the content: samples, variant table, alleles and phasing (what a model
+        downstream reads), so a rewritten file with the same genotypes keeps its digest."""
+        hasher = hashlib.blake2b(digest_size=16)
+        hasher.update("\t".join(self.samples).encode())
+        hasher.update(self.variants.to_csv(index=False).encode())
+        hasher.update(np.ascontiguousarray(self.haplotypes).tobytes())
+        hasher.update(np.ascontiguousarray(self.phased).tobytes())
+        return hasher.hexdigest()
 
     def positions(self) -> np.ndarray:
         """The 1-based ``pos`` of every variant (int64), without the rest of the table."""

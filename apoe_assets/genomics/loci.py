@@ -7,6 +7,10 @@ import pandas as pd
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 
+LOCUS_VERSION = "1"
+"""Code version of the ``gene_locus`` summaries: bump it when they change
+for the same inputs."""
+
 
 def variants_in(genotypes: GenotypeMatrix, start: int, end: int) -> np.ndarray:
     """Bool mask of variants whose first REF base lies in 0-based ``[start, end)``."""

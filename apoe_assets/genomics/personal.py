@@ -26,6 +26,10 @@ from apoe_assets.genomics.fasta_writer import IndexedFastaWriter
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.loci import variants_in
 
+SEQUENCES_VERSION = "1"
+"""Code version of the ``personal_sequences`` haplotypes: bump it when they change
+for the same inputs."""
+
 FASTA_NAME = "haplotypes.fa.gz"
 MANIFEST_NAME = "manifest.parquet"
 COMPRESSION_LEVEL = 2

@@ -11,6 +11,10 @@ import pandas as pd
 
 from apoe_assets.genomics.errors import InputError
 
+PHENOTYPES_VERSION = "1"
+"""Code version of the ``expression`` and ``covariates`` tables: bump it when they change
+for the same inputs."""
+
 BED_COLUMNS = ["#chr", "start", "end", "gene_id"]
 
 

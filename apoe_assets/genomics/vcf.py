@@ -25,6 +25,10 @@ from apoe_assets.genomics.genotypes import (
     variant_kind,
 )
 
+GENOTYPES_VERSION = "1"
+"""Code version of the ``genotypes`` matrices read from a VCF/BCF: bump it when they change
+for the same inputs."""
+
 RefMismatchPolicy = Literal["fail", "drop"]
 HaploidRule = Literal["bcftools", "both"]
 HAPLOID_RULE: HaploidRule = "bcftools"

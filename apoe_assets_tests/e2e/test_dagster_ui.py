@@ -93,7 +93,8 @@ def test_ui_shows_partitions_and_lineage(server: tuple[int, TinyStudy, Path]) ->
     parents = {"/".join(d["path"]) for d in nodes["gene_locus"]["dependencyKeys"]}
     assert parents == {"gene_annotation", "genotypes", "expression"}
     assert {"/".join(d["path"]) for d in nodes["genotypes"]["dependencyKeys"]} == {
-        "gene_annotation"}
+        "gene_annotation", "genotype_file"}  # lineage starts at the VCF (a source asset)
+    assert nodes["genotype_file"]["partitionKeys"] == ["chr1", "chr2"]
 
 
 LAUNCH = """mutation($params: LaunchBackfillParams!) {

@@ -284,7 +284,7 @@ def test_bad_input_is_skipped_and_counted(predictor, contig) -> None:
     assert effects.table["variant_id"].tolist() == [variant_id(CHROM, *snv)]
     assert {k: v for k, v in effects.counts.items() if k.startswith("skipped_")} == {
         "skipped_indel": 1, "skipped_ref_mismatch": 1, "skipped_symbolic": 1,
-        "skipped_not_carried": 1}
+        "skipped_not_carried": 1, "skipped_tss_outside_output": 0}
     with pytest.raises(RefMismatchError, match=variant_id(CHROM, *wrong)):
         variant_effects(window, variants, FullForwards(predictor), _settings())
 

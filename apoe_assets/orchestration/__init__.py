@@ -1,0 +1,1 @@
+"""Jobs, schedules, sensors and automation of the assets, and what is missing or stale."""
