@@ -3,47 +3,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
 from apoe_assets.assets.comparison import comparison_assets
 from apoe_assets.assets.enformer import enformer_assets
 from apoe_assets.assets.eqtl import eqtl_assets
 from apoe_assets.assets.folds import cv_folds
-from apoe_assets.assets.ingestion import ingestion_assets
+from apoe_assets.assets.ingestion import ingestion_assets, ingestion_checks
 from apoe_assets.assets.loci import locus_assets
 from apoe_assets.assets.models import model_assets
 from apoe_assets.assets.overlap import overlap_assets
 from apoe_assets.assets.prs import prs_assets
-from apoe_assets.assets.sequences import sequence_assets
+from apoe_assets.assets.sequences import sequence_assets, sequence_checks
 from apoe_assets.assets.snp_effects import snp_effect_assets
 from apoe_assets.assets.sources import source_assets
 from apoe_assets.assets.stacking import stacking_assets
-from apoe_assets.checks import ingestion_checks
 from apoe_assets.orchestration.automation import automation_definitions, with_automation
 from apoe_assets.partitions import study_partitions
-from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import AssetStorage
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stage_settings import enformer_resource
 from apoe_assets.study import Study, load_study
-
-JAX_CACHE = ".jax_cache"
-"""JAX's persistent compilation cache, under a local storage root."""
-
-
-def enformer_resource(study: Study) -> EnformerResource:
-    """The Enformer runtime as the study file sets it (each field can be overridden in the
-    launchpad); the compilation cache lives beside a local storage root."""
-    settings = study.enformer
-    local = "://" not in study.storage_root
-    return EnformerResource(
-        weights=str(settings.weights) if settings.weights else None, device=settings.device,
-        batch_size=settings.batch_size, precision=settings.precision,
-        reverse_complement=settings.reverse_complement,
-        compilation_cache_dir=str(Path(study.storage_root) / JAX_CACHE) if local else None)
-
 
 STEP_EXECUTOR = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": ["apoe_assets.definitions"]}}})
@@ -60,7 +41,7 @@ def build_definitions(study: Study) -> dg.Definitions:
         *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
         *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
         *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts)])
-    checks = ingestion_checks(parts)
+    checks = [*ingestion_checks(parts), *sequence_checks(parts)]
     resources = {
         "io_manager": AssetStorage(root=study.storage_root),
         "study": StudyResource(path=str(study.source)),

@@ -19,8 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apoe_assets.genomics.annotation import read_annotation, select_genes
 from apoe_assets.genomics.contigs import canonical_chrom
 from apoe_assets.genomics.coordinates import parse_region
+from apoe_assets.genomics.personal import CHUNK_SAMPLES
 from apoe_assets.genomics.vcf import HAPLOID_RULE, HaploidRule
+from apoe_assets.ml.elastic_net import L1_RATIO
+from apoe_assets.ml.folds import FOLDS, INNER_FOLDS
+from apoe_assets.stats import eqtl as eqtl_core
+from apoe_assets.stats.ld import DEFAULT_KB, DEFAULT_P1, DEFAULT_R2
 from apoe_assets.stats.overlap import EQTL_ALPHA, LD_R2, PERMUTATIONS, TOP_K
+from apoe_assets.stats.prs import P_THRESHOLDS
 
 STUDY_ENV = "APOE_STUDY"
 DEMO_STUDY = Path(__file__).resolve().parents[1] / "data" / "demo" / "study.yaml"
@@ -40,7 +46,7 @@ class SequenceSettings(BaseModel):
         "ref", description="a missing genotype gives the reference base, or N (bcftools -M N)")
     snps_only: bool = Field(False, description="apply SNVs and MNVs only, no indels")
     chunk_samples: Annotated[int, Field(gt=0)] = Field(
-        256, description="samples built and written at a time (bounds memory)")
+        CHUNK_SAMPLES, description="samples built and written at a time (bounds memory)")
     flank: Annotated[int, Field(ge=0)] | None = Field(
         None, description="bases kept beyond each side of the model window so that indels can "
         "be re-centred on the TSS with real sequence; default L/8")
@@ -63,9 +69,11 @@ class EqtlSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     maf_threshold: Annotated[float, Field(ge=0, lt=0.5)] = Field(
-        0.01, description="variants with a minor-allele frequency below this are not tested")
+        eqtl_core.MAF_THRESHOLD, description="variants with a minor-allele frequency below "
+        "this are not tested")
     permutations: Annotated[int, Field(ge=0)] = Field(
-        1000, description="phenotype permutations for the gene-level p-value (0: none)")
+        eqtl_core.PERMUTATIONS, description="phenotype permutations for the gene-level "
+        "p-value (0: none)")
 
 
 class PrsSettings(BaseModel):
@@ -73,18 +81,19 @@ class PrsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    clump_p1: Probability = Field(1.0, description="index-variant p-value threshold")
+    clump_p1: Probability = Field(DEFAULT_P1, description="index-variant p-value threshold")
     clump_r2: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.1, description="variants with r² above this to an index variant join its clump")
-    clump_kb: Annotated[float, Field(gt=0)] = Field(250.0, description="clumping window, kb")
+        DEFAULT_R2, description="variants with r² above this to an index variant join its "
+        "clump")
+    clump_kb: Annotated[float, Field(gt=0)] = Field(DEFAULT_KB, description="clumping window, kb")
     p_thresholds: list[Probability] = Field(
-        [5e-8, 1e-5, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0],
+        list(P_THRESHOLDS),
         description="the P+T grid; the threshold is chosen by inner cross-validation",
         min_length=1)
     inner_folds: Annotated[int, Field(ge=2)] = Field(
-        5, description="inner folds (within each training set) for thresholds and λ")
+        INNER_FOLDS, description="inner folds (within each training set) for thresholds and λ")
     l1_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.5, description="elastic-net mixing α (PrediXcan: 0.5)")
+        L1_RATIO, description="elastic-net mixing α (PrediXcan: 0.5)")
 
 
 class EnformerSettings(BaseModel):
@@ -226,10 +235,10 @@ class Study(BaseModel):
     samples: list[str] = Field(default_factory=list,
                                description="samples to use (default: every VCF sample)")
     window_length: Annotated[int, Field(gt=0, multiple_of=128)] = 196_608
-    cis_window: Annotated[int, Field(gt=0)] = 1_000_000
+    cis_window: Annotated[int, Field(gt=0)] = eqtl_core.DEFAULT_WINDOW
     ref_mismatch: Literal["fail", "drop"] = "fail"
     folds: Annotated[int, Field(ge=2)] = Field(
-        5, description="cross-validation folds shared by every weight and model")
+        FOLDS, description="cross-validation folds shared by every weight and model")
     genes_per_run: Annotated[int, Field(ge=1)] = Field(
         10, description="most gene partitions one backfill run of cis_eqtl or prs_scores "
         "takes (the chromosome, expression and covariates are loaded once per run)")

@@ -1,6 +1,7 @@
 """Ingestion: reference, annotation, genotypes per chromosome, expression and covariates."""
 
 import time
+import warnings
 
 import dagster as dg
 import pandas as pd
@@ -16,7 +17,7 @@ from apoe_assets.assets.sources import (
 from apoe_assets.genomics.annotation import ANNOTATION_VERSION, genotype_regions, with_windows
 from apoe_assets.genomics.errors import InputError
 from apoe_assets.genomics.fasta import CONTIGS_VERSION, ReferenceGenome
-from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.genomics.genotypes import GenotypeMatrix, ref_mismatches
 from apoe_assets.genomics.phenotypes import (
     PHENOTYPES_VERSION,
     align_samples,
@@ -171,3 +172,80 @@ def ingestion_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         return aligned
 
     return [reference_genome, gene_annotation, genotypes, expression, covariates]
+
+
+MIN_PHASED_HETEROZYGOUS = 0.99
+MAX_MISSING_ALLELES = 0.05
+EXAMPLES = 5
+
+
+def ingestion_checks(parts: StudyPartitions) -> list[dg.AssetChecksDefinition]:
+    """The checks of the ingestion assets; each re-reads the stored output."""
+    with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _ingestion_checks(parts)
+
+
+def _ingestion_checks(parts: StudyPartitions) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(asset="genotypes", partitions_def=parts.chromosomes, blocking=True)
+    def ref_matches_reference(study: StudyResource, genotypes: GenotypeMatrix
+                              ) -> dg.AssetCheckResult:
+        """Every stored REF equals the reference bases at its position."""
+        reference = ReferenceGenome(study.load().reference_fasta)
+        try:
+            wrong = ref_mismatches(genotypes, reference.fetch)
+        finally:
+            reference.close()
+        return dg.AssetCheckResult(
+            passed=not wrong,
+            metadata={"variants": genotypes.n_variants, "mismatches": len(wrong),
+                      "examples": ", ".join(wrong[:EXAMPLES]) or "none"},
+        )
+
+    @dg.asset_check(asset="genotypes", partitions_def=parts.chromosomes)
+    def heterozygotes_phased(genotypes: GenotypeMatrix) -> dg.AssetCheckResult:
+        """At least 99% of heterozygous genotypes are phased (the rest become IUPAC codes)."""
+        summary = genotypes.summary()
+        fraction = summary["phased_heterozygous_fraction"]
+        return dg.AssetCheckResult(
+            passed=fraction >= MIN_PHASED_HETEROZYGOUS,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"phased_heterozygous_fraction": fraction,
+                      "unphased_heterozygous": summary["unphased_heterozygous"]},
+        )
+
+    @dg.asset_check(asset="genotypes", partitions_def=parts.chromosomes)
+    def missingness(genotypes: GenotypeMatrix) -> dg.AssetCheckResult:
+        """At most 5% of alleles are missing."""
+        fraction = genotypes.summary()["missing_allele_fraction"]
+        return dg.AssetCheckResult(passed=fraction <= MAX_MISSING_ALLELES,
+                                   severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"missing_allele_fraction": fraction})
+
+    @dg.asset_check(asset="covariates", additional_ins={"expression": dg.AssetIn()})
+    def samples_shared(expression: pd.DataFrame, covariates: pd.DataFrame
+                       ) -> dg.AssetCheckResult:
+        """Expression and covariates hold the same samples in the same order."""
+        same = list(expression.columns) == list(covariates.columns)
+        return dg.AssetCheckResult(passed=same and expression.shape[1] > 0,
+                                   metadata={"expression_samples": expression.shape[1],
+                                             "covariate_samples": covariates.shape[1]})
+
+    @dg.asset_check(asset="expression", blocking=True)
+    def expression_complete(expression: pd.DataFrame) -> dg.AssetCheckResult:
+        """No NaN in the expression matrix."""
+        nan = expression.isna()
+        genes = expression.index[nan.any(axis=1)].tolist()
+        return dg.AssetCheckResult(passed=not genes,
+                                   metadata={"nan_values": int(nan.to_numpy().sum()),
+                                             "genes_with_nan": ", ".join(genes[:EXAMPLES])
+                                             or "none"})
+
+    @dg.asset_check(asset="covariates", blocking=True)
+    def covariates_complete(covariates: pd.DataFrame) -> dg.AssetCheckResult:
+        """No NaN in the covariates."""
+        nan = int(covariates.isna().to_numpy().sum())
+        return dg.AssetCheckResult(passed=nan == 0, metadata={"nan_values": nan})
+
+    return [ref_matches_reference, heterozygotes_phased, missingness, samples_shared,
+            expression_complete, covariates_complete]

@@ -13,7 +13,6 @@ from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.model_tracking import log_models, tracking_metadata
 from apoe_assets.assets.plots import prediction_plot
-from apoe_assets.assets.prs import model_settings
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.enformer_models import (
     ENFORMER_MODELS,
@@ -38,6 +37,7 @@ from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING, by_partition
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stage_settings import genotype_model_settings
 from apoe_assets.stats.eqtl import cis_window
 from apoe_assets.study import Study
 
@@ -50,7 +50,7 @@ VERSION = "2"
 def model_params(config: Study, result: EnformerModels) -> dict[str, dict[str, Any]]:
     """What each model's MLflow run records as parameters: the study's settings behind it and
     the hyper-parameters chosen per fold."""
-    genotype = dataclasses.asdict(model_settings(config))
+    genotype = dataclasses.asdict(genotype_model_settings(config))
     enformer = {"tracks": config.enformer.tracks, "haplotypes": config.enformer.haplotypes,
                 "log1p": config.enformer.log1p}
     return {

@@ -27,28 +27,17 @@ from apoe_assets.ml.gene_models import (
     MODELS,
     MODELS_VERSION,
     GeneModels,
-    ModelSettings,
     gene_models,
 )
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stage_settings import genotype_model_settings
 from apoe_assets.stats.eqtl import cis_window
 from apoe_assets.study import Study
 
 GROUP = "statistics"
 TRUTH_COLUMNS = ("h2_planted", "h2_realised")
-
-
-def model_settings(study: Study) -> ModelSettings:
-    """The genotype models' settings from the study file (no permutations: the gene-level
-    p-value is ``cis_eqtl``'s)."""
-    prs = study.prs
-    return ModelSettings(
-        n_folds=study.folds, n_inner_folds=prs.inner_folds, seed=study.seed,
-        cis_window=study.cis_window, maf_threshold=study.eqtl.maf_threshold, n_permutations=0,
-        p_thresholds=tuple(sorted(prs.p_thresholds)), clump_p1=prs.clump_p1, clump_r2=prs.clump_r2,
-        clump_kb=prs.clump_kb, l1_ratio=prs.l1_ratio)
 
 
 def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, seconds: float
@@ -95,7 +84,7 @@ def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series,
     started = time.perf_counter()
     window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
     result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
-                         model_settings(config),
+                         genotype_model_settings(config),
                          stored=stored_fold_scans(cis_eqtl, fold_ids(folds),
                                                        f"cis_eqtl {key}"))
     seconds = time.perf_counter() - started

@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -11,19 +12,19 @@ import pandas as pd
 
 from apoe_assets.assets.metadata import preview
 from apoe_assets.genomics.consensus import SKIP_REASONS
-from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.loci import variants_in
 from apoe_assets.genomics.personal import (
     SEQUENCES_VERSION,
     SequenceFolder,
-    SequenceSpec,
     write_personal_sequences,
 )
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stage_settings import sequence_spec
 
+EXAMPLES = 5
 GROUP = "genes"
 
 
@@ -45,12 +46,8 @@ def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         ``{sample}_h1``/``{sample}_h2`` and a manifest with hashes, counts and TSS indexes."""
         config = study.load()
         gene = gene_annotation.set_index("partition_key").loc[context.partition_key]
-        flank = config.sequence_flank
-        window = Interval(gene["chrom"], int(gene["window_start"]) - flank,
-                          int(gene["window_end"]) + flank)
-        settings = config.sequences
-        spec = SequenceSpec(window, int(gene["tss"]), settings.missing, settings.snps_only,
-                            settings.chunk_samples)
+        spec = sequence_spec(config, gene)
+        window = spec.window
         reference = ReferenceGenome(config.reference_fasta)
         try:
             bases = reference.fetch(window)
@@ -94,10 +91,31 @@ def sequence_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "fasta_bytes": (folder.fasta).stat().st_size,
             "seconds": round(seconds, 2),
             "haplotypes_per_second": round(len(manifest) / max(seconds, 1e-9)),
-            "missing_policy": settings.missing,
-            "snps_only": settings.snps_only,
+            "missing_policy": spec.missing,
+            "snps_only": spec.snps_only,
             "preview": preview(manifest.drop(columns=["hash"])),
         })
         return folder
 
     return [personal_sequences]
+
+
+def sequence_checks(parts: StudyPartitions) -> list[dg.AssetChecksDefinition]:
+    """The checks of ``personal_sequences``; each re-reads the stored output."""
+    with warnings.catch_warnings():  # partitioned checks are a Dagster preview feature
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+
+        @dg.asset_check(asset="personal_sequences", partitions_def=parts.genes, blocking=True)
+        def tss_centred(personal_sequences: SequenceFolder) -> dg.AssetCheckResult:
+            """Every haplotype's TSS index points at the reference TSS context (where no
+            variant near the TSS makes that untestable), so re-centring puts the TSS at L/2."""
+            manifest = personal_sequences.manifest()
+            checked = manifest["tss_matches_reference"].dropna()
+            wrong = manifest.loc[manifest["tss_matches_reference"] == 0, "record"].tolist()
+            return dg.AssetCheckResult(
+                passed=not wrong and len(checked) > 0,
+                metadata={"verified": int(checked.sum()), "mismatches": len(wrong),
+                          "untestable": int(manifest["tss_matches_reference"].isna().sum()),
+                          "examples": ", ".join(wrong[:EXAMPLES]) or "none"})
+
+    return [tss_centred]

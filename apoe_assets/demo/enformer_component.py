@@ -37,10 +37,10 @@ from apoe_assets.enformer.targets import (
 )
 from apoe_assets.genomics.annotation import with_windows
 from apoe_assets.genomics.consensus import build_haplotypes
-from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.genomics.vcf import read_genotypes
+from apoe_assets.stage_settings import sequence_window
 from apoe_assets.study import Study, load_study
 
 ENFORMER_GENES = ("APOE", "TOMM40", "APOC1")
@@ -112,9 +112,7 @@ def model_inputs(study: Study, gene: pd.Series, reference: ReferenceGenome,
     """Both haplotypes of every sample (``s0_h1, s0_h2, …``), as ``personal_sequences`` builds
     them (padded window, the study's missing/snps_only settings) and ``enformer_predictions``
     reads them: re-centred on their own TSS and cut to the model window."""
-    flank = study.sequence_flank
-    window = Interval(gene["chrom"], int(gene["window_start"]) - flank,
-                      int(gene["window_end"]) + flank)
+    window = sequence_window(study, gene)
     haplotypes = build_haplotypes(reference.fetch(window), window, genotypes,
                                   missing=study.sequences.missing,
                                   snps_only=study.sequences.snps_only, tss=int(gene["tss"]))
@@ -137,9 +135,7 @@ def predict_features(study_file: Path, symbols: Sequence[str],
                               bins=spec.bins, batch_size=spec.batch_size)
         tables, distinct = [], {}
         for chrom, on_chrom in genes.groupby("chrom", sort=False):
-            flank = study.sequence_flank
-            windows = [Interval(str(chrom), int(g.window_start) - flank,
-                                int(g.window_end) + flank) for g in on_chrom.itertuples()]
+            windows = [sequence_window(study, gene) for _, gene in on_chrom.iterrows()]
             genotypes, _ = read_genotypes(study.genotype_file(str(chrom)), str(chrom),
                                           reference, windows, study.ref_mismatch,
                                           samples=samples)

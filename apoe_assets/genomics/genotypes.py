@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from apoe_assets.genomics.coordinates import Interval, from_one_based
 
 MISSING = -1
 """Haplotype code of a missing allele (``.`` in a VCF); 0 is REF, 1 is ALT."""
@@ -132,3 +135,14 @@ def variant_kind(ref: str, alt: str) -> str:
 def variant_id(chrom: str, pos: int, ref: str, alt: str) -> str:
     """The one variant name used everywhere: ``chrom:pos:ref:alt`` (1-based pos)."""
     return f"{chrom}:{pos}:{ref}:{alt}"
+
+
+def ref_mismatches(matrix: GenotypeMatrix, fetch: Callable[[Interval], bytes]) -> list[str]:
+    """Variant IDs whose REF differs from the reference bases at their position (``fetch``:
+    e.g. :meth:`ReferenceGenome.fetch`)."""
+    wrong = []
+    for variant in matrix.variants.itertuples():
+        start, end = from_one_based(variant.pos, variant.pos + len(variant.ref) - 1)
+        if fetch(Interval(variant.chrom, start, end)).decode() != variant.ref:
+            wrong.append(variant.variant_id)
+    return wrong

@@ -71,6 +71,10 @@ class SequenceFolder:
             fasta.close()
 
 
+CHUNK_SAMPLES = 256
+"""Samples built and written at a time (bounds memory)."""
+
+
 @dataclass(frozen=True)
 class SequenceSpec:
     """What to build for one gene: the padded window, the TSS and the study's settings."""
@@ -79,7 +83,7 @@ class SequenceSpec:
     tss: int
     missing: MissingPolicy = "ref"
     snps_only: bool = False
-    chunk_samples: int = 256
+    chunk_samples: int = CHUNK_SAMPLES
 
 
 def sequence_hash(sequence: bytes) -> str:

@@ -18,6 +18,10 @@ FOLDS_VERSION = "1"
 for the same inputs."""
 
 FOLD = "fold"
+FOLDS = 5
+"""Outer cross-validation folds, shared by every weight and model."""
+INNER_FOLDS = 5
+"""Inner folds within each training set (thresholds, λ, hyper-parameters, calibration)."""
 
 
 class FoldError(ValueError):

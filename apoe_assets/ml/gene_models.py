@@ -28,7 +28,15 @@ import pandas as pd
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.elastic_net import L1_RATIO, N_LAMBDAS, ElasticNetFit, fit_elastic_net
 from apoe_assets.ml.fold_scans import StoredFoldScans
-from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
+from apoe_assets.ml.folds import (
+    FOLD,
+    FOLDS,
+    INNER_FOLDS,
+    FoldError,
+    fold_ids,
+    inner_folds,
+    split,
+)
 from apoe_assets.ml.inner_cv import held_out_targets, inner_splits
 from apoe_assets.ml.metrics import pearson_r, r2_score
 from apoe_assets.ml.prs_models import (
@@ -41,6 +49,8 @@ from apoe_assets.ml.prs_models import (
 )
 from apoe_assets.stats.eqtl import (
     DEFAULT_WINDOW,
+    MAF_THRESHOLD,
+    PERMUTATIONS,
     CisWindow,
     EqtlResult,
     PermutationResult,
@@ -79,12 +89,12 @@ class FoldTableMismatch(StaleScan):
 class ModelSettings:
     """Settings of the genotype models (the study file's values; defaults as the issue)."""
 
-    n_folds: int = 5
-    n_inner_folds: int = 5
+    n_folds: int = FOLDS
+    n_inner_folds: int = INNER_FOLDS
     seed: int = 0
     cis_window: int = DEFAULT_WINDOW
-    maf_threshold: float = 0.01
-    n_permutations: int = 1000
+    maf_threshold: float = MAF_THRESHOLD
+    n_permutations: int = PERMUTATIONS
     p_thresholds: tuple[float, ...] = P_THRESHOLDS
     clump_p1: float = DEFAULT_P1
     clump_r2: float = DEFAULT_R2

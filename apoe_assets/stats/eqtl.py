@@ -55,6 +55,11 @@ NOMINAL_DTYPES = {"phenotype_id": str, "variant_id": str, "pos": np.int64,
                   "ma_count": np.int64, "pval_nominal": np.float64, "slope": np.float64,
                   "slope_se": np.float64, "tstat": np.float64}
 DEFAULT_WINDOW = 1_000_000
+"""cis flank around the TSS, bp (GTEx's)."""
+MAF_THRESHOLD = 0.01
+"""Variants with a lower minor-allele frequency are not tested."""
+PERMUTATIONS = 1000
+"""Phenotype permutations for the gene-level p-value."""
 COVARIATE_COLLINEAR = 1e-10
 """A variant keeping less than this share of its centred sum of squares after removing the
 covariates is collinear with them (its slope is undefined)."""

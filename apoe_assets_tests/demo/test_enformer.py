@@ -29,8 +29,9 @@ from apoe_assets.enformer.targets import demo_targets, read_targets, select_trac
 from apoe_assets.genomics.annotation import with_windows
 from apoe_assets.genomics.coordinates import Interval
 from apoe_assets.genomics.fasta import ReferenceGenome
-from apoe_assets.genomics.personal import SequenceFolder, SequenceSpec, write_personal_sequences
+from apoe_assets.genomics.personal import SequenceFolder, write_personal_sequences
 from apoe_assets.genomics.vcf import read_genotypes
+from apoe_assets.stage_settings import sequence_spec
 from apoe_assets.study import load_study
 from apoe_assets_tests.demo.conftest import BUNDLED
 from apoe_assets_tests.demo.reading import Vcf, read_covariates, read_expression, read_truth
@@ -240,16 +241,13 @@ def test_pipeline_path_reproduces_the_component(vcf: Vcf, study: Path, tmp_path:
     genes = with_windows(config.gene_table, config.window_length, config.cis_window, lengths,
                          config.annotation).set_index("symbol")
     gene = genes.loc[CHECKED_GENE]
-    flank = config.sequence_flank
-    window = Interval(gene["chrom"], int(gene["window_start"]) - flank,
-                      int(gene["window_end"]) + flank)
+    spec = sequence_spec(config, gene)
+    window = spec.window
     truth = read_truth(study, "enformer_features.tsv").query("symbol == @CHECKED_GENE")
     samples = _checked_samples(vcf, window, truth["sample"].tolist())
     try:
         genotypes, _ = read_genotypes(config.genotype_file(gene["chrom"]), gene["chrom"],
                                       reference, [window], config.ref_mismatch, samples=samples)
-        spec = SequenceSpec(window, int(gene["tss"]), config.sequences.missing,
-                            config.sequences.snps_only, config.sequences.chunk_samples)
         write_personal_sequences(tmp_path, reference.fetch(window), genotypes, spec)
     finally:
         reference.close()
