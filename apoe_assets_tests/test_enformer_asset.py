@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from apoe_assets.assets.models import ALL_MODELS
 from apoe_assets.assets.models import VERSION as MODELS_VERSION
-from apoe_assets.definitions import JAX_CACHE, build_definitions
+from apoe_assets.definitions import build_definitions
 from apoe_assets.demo.enformer_component import FEATURE_DECIMALS
 from apoe_assets.enformer.model import EnformerConfig
 from apoe_assets.enformer.predictions import GenePredictions
@@ -54,6 +54,7 @@ from apoe_assets.ml.tracking import (
     TAG_ROLE,
 )
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
+from apoe_assets.stage_settings import JAX_CACHE
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import failure_message, snapshot
 from apoe_assets_tests.float32 import recorded_tolerance
@@ -524,8 +525,8 @@ def test_model_comparison_r2_is_recomputed_from_the_stored_tables(models: Models
         assert rows.loc[rows["winner"]].index.tolist() == [rows["r2"].idxmax()]
     metadata = models.metadata("model_comparison")
     assert "| gene" in metadata["winners"] and metadata["genes"] == len(GENES)
-    plot = models.storage / "model_comparison.png"
-    assert metadata["plot_file"] == str(plot)
+    plot = models.storage / "model_comparison.r2_plot.png"  # stored by the IO manager
+    assert metadata["r2_plot_file"] == str(plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert metadata["r2_plot"].startswith("![R² by gene and model](data:image/png;base64,")
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from upath import UPath
 
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.model_tracking import register_champions
@@ -22,14 +21,12 @@ from apoe_assets.ml.comparison import (
 from apoe_assets.ml.enformer_models import ENFORMER_MODELS
 from apoe_assets.ml.gene_models import MODELS
 from apoe_assets.partitions import StudyPartitions
-from apoe_assets.resources import formats
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
-from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage, by_partition
+from apoe_assets.resources.storage import ALLOW_MISSING, WithFigures, by_partition
 
 GROUP = "models"
 SINGLE_GENE_MODELS = (*MODELS, *ENFORMER_MODELS)
 """The model columns of ``gene_models``."""
-PLOT_NAME = "model_comparison.png"
 
 
 def stored_partitions(loaded: Any, keys: Iterable[str]) -> dict[str, Any]:
@@ -38,26 +35,14 @@ def stored_partitions(loaded: Any, keys: Iterable[str]) -> dict[str, Any]:
     return {k: v for k, v in by_partition(loaded, keys).items() if v is not None}
 
 
-def write_beside(io_manager: dg.IOManager, name: str, payload: bytes) -> str | None:
-    """Write ``payload`` atomically as ``name`` at the storage root (beside the unpartitioned
-    tables); None when the IO manager is not the project's storage."""
-    if not isinstance(io_manager, AssetStorage):
-        return None
-    target = UPath(io_manager.root) / name
-    with formats.atomic_target(target) as scratch:
-        scratch.write_bytes(payload)
-    return str(target)
-
-
 def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     """The ``model_comparison`` asset (all genes, unpartitioned)."""
 
     @dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=COMPARISON_VERSION,
               ins={"gene_models": dg.AssetIn(metadata={ALLOW_MISSING: True})})
-    def model_comparison(context: dg.AssetExecutionContext,
-                         io_manager: dg.ResourceParam[dg.IOManager], mlflow: MlflowTracking,
+    def model_comparison(context: dg.AssetExecutionContext, mlflow: MlflowTracking,
                          gene_annotation: pd.DataFrame, gene_models: object,
-                         multi_gene_stacking: pd.DataFrame) -> pd.DataFrame:
+                         multi_gene_stacking: pd.DataFrame) -> WithFigures:
         """Per gene and model, from the stored out-of-fold predictions (``gene_models`` of
         every gene materialised, ``multi_gene_stacking``; base models of the stack prefixed
         ``stacking_``): pooled R², Pearson r, MSE, R²'s fold mean and SE, ``n``, the rank
@@ -93,7 +78,6 @@ def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                              f"{row['passed_over']}; champion is the best model that has one")
         image = png(r2_heatmap(r2_matrix(metrics), "Out-of-fold R² by gene and model "
                                     "(best boxed)"))
-        path = write_beside(io_manager, PLOT_NAME, image)
         wins = best["winner"].value_counts()
         context.add_output_metadata({
             "genes": int(best.shape[0]),
@@ -106,10 +90,9 @@ def comparison_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             **scalars({f"r2_winner_{g}": r for g, r in best["r2"].items()}),
             "notes": "; ".join(notes) or "none",
             "r2_plot": embedded(image, "R² by gene and model"),
-            **({"plot_file": dg.MetadataValue.path(path)} if path else {}),
             "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
             "preview": preview(table),
         })
-        return table
+        return WithFigures(table, {"r2_plot": image})
 
     return [model_comparison]

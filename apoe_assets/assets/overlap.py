@@ -12,18 +12,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from apoe_assets.assets.comparison import stored_partitions, write_beside
+from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.eqtl import gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import embedded, png
 from apoe_assets.partitions import StudyPartitions
-from apoe_assets.resources.storage import ALLOW_MISSING, by_partition
+from apoe_assets.resources.storage import ALLOW_MISSING, WithFigures, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats import overlap as core
 from apoe_assets.study import Study
 
 GROUP = "statistics"
-SUMMARY_PLOT = "snp_effects_summary.png"
 ALL_GENES = "all genes"
 """``gene`` of the summary's rows over all genes (the lead-LD fractions)."""
 
@@ -104,9 +103,9 @@ def overlap_plots(result: core.OverlapResult, key: str) -> dict[str, bytes]:
                                                f"{key}: model top k ∩ eQTL SNPs"))}
 
 
-def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes],
-                     paths: dict[str, str | None]) -> dict:
-    """What ``eqtl_overlap`` shows: the table, the key p-values, both plots and notes."""
+def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes]) -> dict:
+    """What ``eqtl_overlap`` shows: the table, the key p-values, both plots and notes (the
+    IO manager adds the plots' file paths)."""
     table = result.table
     named = table.set_index(["score", "comparison"])
     return {
@@ -120,7 +119,6 @@ def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes],
         "notes": "; ".join(result.notes) or "none",
         "scatter_plot": embedded(images["scatter_plot"], "model score vs −log10 eQTL p"),
         "overlap_plot": embedded(images["overlap_plot"], "overlap against its null"),
-        **{f"{name}_file": dg.MetadataValue.path(path) for name, path in paths.items() if path},
     }
 
 
@@ -166,7 +164,6 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         can_subset=True,  # either table alone, e.g. when a user selects the summary upstream
     )
     def eqtl_overlap(context: dg.AssetExecutionContext, study: StudyResource,
-                     io_manager: dg.ResourceParam[dg.IOManager],
                      gene_annotation: pd.DataFrame, snp_effects: object,
                      cis_eqtl: pd.DataFrame, genotypes: object) -> Iterator[dg.Output]:
         """SNPs ranked by model effect alone (|``expr_effect``|, ``full_matrix_l1``,
@@ -184,14 +181,12 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         for note in result.notes:
             context.log.warning(f"{key}: {note}")
         images = overlap_plots(result, key)
-        paths = {name: write_beside(io_manager, f"eqtl_overlap/{key}.{name}.png", image)
-                 for name, image in images.items()}
         context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
                          f"threshold {result.threshold:.3g}")
         selected = context.op_execution_context.selected_output_names
         if "eqtl_overlap" in selected:
-            yield dg.Output(result.table, output_name="eqtl_overlap",
-                            metadata=overlap_metadata(result, images, paths))
+            yield dg.Output(WithFigures(result.table, images), output_name="eqtl_overlap",
+                            metadata=overlap_metadata(result, images))
         if "eqtl_overlap_variants" in selected:
             yield dg.Output(result.variants, output_name="eqtl_overlap_variants",
                             metadata={"rows": len(result.variants),
@@ -200,9 +195,8 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     @dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=core.OVERLAP_VERSION,
               ins={"eqtl_overlap": dg.AssetIn(metadata={ALLOW_MISSING: True})})
     def snp_effects_summary(context: dg.AssetExecutionContext,
-                            io_manager: dg.ResourceParam[dg.IOManager],
                             gene_annotation: pd.DataFrame, eqtl_overlap: object
-                            ) -> pd.DataFrame:
+                            ) -> WithFigures:
         """Every gene's overlaps and p-values (genes whose ``eqtl_overlap`` was never
         materialised are left out with a note), and per score the fraction of genes whose
         top model SNP is in LD with the lead eQTL SNP against its expectation under the
@@ -220,7 +214,6 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                 .pivot_table(index="gene", columns=["score", "comparison"], values="p")
                 if len(table) else pd.DataFrame())
         image = png(summary_figure(table)) if len(table) else None
-        path = write_beside(io_manager, SUMMARY_PLOT, image) if image else None
         context.add_output_metadata({
             "genes": len(tables),
             "lead_ld": dg.MetadataValue.md(lead.round(4).to_markdown(index=False)),
@@ -232,10 +225,9 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             else "none",
             "notes": "; ".join(notes) or "none",
             **({"p_plot": embedded(image, "overlap p-values by gene")} if image else {}),
-            **({"plot_file": dg.MetadataValue.path(path)} if path else {}),
             "preview": preview(table),
         })
-        return table
+        return WithFigures(table, {"p_plot": image} if image else {})
 
     return [eqtl_overlap, snp_effects_summary]
 

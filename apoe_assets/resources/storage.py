@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -14,6 +15,16 @@ from apoe_assets.resources import formats
 class ByPartition(dict):
     """An asset's output for a run over several partitions: partition key → that partition's
     value (each stored as its own partition; a plain ``dict`` is a JSON value)."""
+
+
+@dataclass(frozen=True)
+class WithFigures:
+    """An output ``value`` with figures to store beside it: each PNG as
+    ``<stem>.<name>.png`` next to the value's file, written after it, each atomically; the
+    paths join the output's metadata as ``<name>_file``. Loading the asset gives ``value``."""
+
+    value: Any
+    figures: Mapping[str, bytes] = field(default_factory=dict)
 
 
 ALLOW_MISSING = "apoe/allow_missing"
@@ -53,10 +64,19 @@ class AssetStorage(dg.ConfigurableIOManager):
             self._handle_partitions(context, obj)
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        path = formats.save(obj, self._stem(context.asset_key, partition))
+        stem = self._stem(context.asset_key, partition)
+        figures = obj.figures if isinstance(obj, WithFigures) else {}
+        path = formats.save(obj.value if isinstance(obj, WithFigures) else obj, stem)
+        files = {}
+        for name, image in figures.items():
+            target = stem.with_name(f"{stem.name}.{name}.png")
+            with formats.atomic_target(target) as scratch:
+                scratch.write_bytes(image)
+            files[f"{name}_file"] = dg.MetadataValue.path(str(target))
         context.add_output_metadata({
             "path": dg.MetadataValue.path(str(path)),
             "stored_bytes": formats.stored_size(path),
+            **files,
         })
 
     def _handle_partitions(self, context: dg.OutputContext, values: ByPartition) -> None:

@@ -11,7 +11,7 @@ from upath import UPath
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.resources import formats
-from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage
+from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage, WithFigures
 from apoe_assets_tests.conftest import failure_message
 
 
@@ -156,3 +156,32 @@ def test_an_input_allowed_missing_loads_as_none(tmp_path: Path) -> None:
     assert not failed.success
     assert "nothing stored at" in failure_message([failed])
     assert "per_gene/TOMM40" in failure_message([failed])
+
+
+def test_figures_are_stored_beside_their_table(tmp_path: Path) -> None:
+    """An asset returning ``WithFigures`` stores the table where it always would and each PNG
+    as ``<partition>.<name>.png`` beside it, the path in the metadata; downstream loads the
+    table alone. Catches figures written elsewhere than the metadata says, or handed on."""
+    genes = dg.StaticPartitionsDefinition(["APOE"])
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+
+    @dg.asset(partitions_def=genes)
+    def plotted(context: dg.AssetExecutionContext) -> WithFigures:
+        return WithFigures(pd.DataFrame({"gene": [context.partition_key]}), {"scatter": image})
+
+    @dg.asset(partitions_def=genes)
+    def reader(plotted: pd.DataFrame) -> dict:
+        assert isinstance(plotted, pd.DataFrame)
+        return {"rows": len(plotted)}
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([plotted, reader], partition_key="APOE", instance=instance,
+                                resources={"io_manager": AssetStorage(root=str(tmp_path))})
+    assert result.success, failure_message([result])
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == dg.AssetKey("plotted")]
+    stored = tmp_path / "plotted" / "APOE.scatter.png"
+    assert event.materialization.metadata["scatter_file"].value == str(stored)
+    assert stored.read_bytes() == image
+    assert pd.read_parquet(tmp_path / "plotted" / "APOE.parquet")["gene"].tolist() == ["APOE"]
+    assert json.loads((tmp_path / "reader" / "APOE.json").read_text()) == {"rows": 1}
