@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.metrics import r2_score
 from threadpoolctl import threadpool_limits
 
+from apoe_assets.assets.enformer import check_one_path
 from apoe_assets.assets.models import ALL_MODELS
 from apoe_assets.assets.models import VERSION as MODELS_VERSION
 from apoe_assets.definitions import build_definitions
@@ -54,7 +55,7 @@ from apoe_assets.ml.tracking import (
     TAG_ROLE,
 )
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
-from apoe_assets.stage_settings import JAX_CACHE
+from apoe_assets.stage_settings import JAX_CACHE, enformer_resource
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import failure_message, snapshot
 from apoe_assets_tests.float32 import recorded_tolerance
@@ -204,6 +205,31 @@ def test_failed_run_leaves_the_good_output(backfill: Backfill, tmp_path: Path, c
     assert not result.success and not retries
     message = failure_message([result])
     assert advice in message and "enformer." in message
+    assert snapshot(backfill.storage / "enformer_predictions") == before
+
+
+def test_a_launchpad_override_of_a_prediction_setting_is_refused(backfill: Backfill) -> None:
+    """Settings that change the predictions come from the study file only: a run whose
+    ``enformer`` resource overrides the weights and precision fails at once, naming both and
+    what may be overridden, and leaves the stored predictions as they were; run-time overrides
+    (device, batch size, cache) pass the same check. Catches two paths to one setting (stored
+    outputs whose lineage names other weights than made them)."""
+    study = load_study(backfill.study_file)
+    runtime = enformer_resource(study).model_copy(
+        update={"device": "cpu", "batch_size": 3, "compilation_cache_dir": None})
+    check_one_path(study, runtime)
+    before = snapshot(backfill.storage / "enformer_predictions")
+    override = {"weights": str(backfill.storage / "other.safetensors"), "precision": "bfloat16"}
+    config = {**QUIET, "resources": {"enformer": {"config": override}}}
+    job = build_definitions(study).resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, asset_selection=[PREDICTIONS],
+                                        partition_key=GENES[0], run_config=config,
+                                        raise_on_error=False)
+    assert not result.success
+    message = failure_message([result])
+    assert "sets weights, precision differently" in message
+    assert "device, batch_size, compilation_cache_dir" in message
     assert snapshot(backfill.storage / "enformer_predictions") == before
 
 

@@ -19,6 +19,7 @@ from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
+from apoe_assets.stage_settings import enformer_resource
 from apoe_assets.study import Study
 
 GROUP = "enformer"
@@ -44,8 +45,32 @@ def selected_tracks(config: Study, head_size: int) -> pd.DataFrame:
     return pd.DataFrame({"index": indices, "description": descriptions})
 
 
+RUN_TIME_FIELDS = ("device", "batch_size", "compilation_cache_dir")
+"""What a launchpad override of the ``enformer`` resource may change: where and in what batches
+the model runs (the outputs agree within float32 tolerance). Everything that changes the
+predictions (weights, precision, reverse-complement averaging, tracks, haplotype rule) comes
+from the study file only, so the stored outputs, their lineage and the weights' source asset
+always name the same settings."""
+
+
+def check_one_path(config: Study, enformer: EnformerResource) -> None:
+    """Fail, naming the fields, when the run's resource disagrees with the study file on a
+    setting that changes the predictions."""
+    study_side = enformer_resource(config)
+    differ = [name for name in type(enformer).model_fields
+              if name not in RUN_TIME_FIELDS
+              and getattr(enformer, name) != getattr(study_side, name)]
+    if differ:
+        raise dg.Failure(
+            f"{config.source}: this run's enformer resource sets {', '.join(differ)} "
+            f"differently from the study file; settings that change the predictions come from "
+            f"the study file only (enformer.{differ[0]} there). A launchpad override may "
+            f"change {', '.join(RUN_TIME_FIELDS)}.", allow_retries=False)
+
+
 def load_model(config: Study, enformer: EnformerResource) -> Predictor:
     """The run's model; a configuration error fails at once (a retry could not fix it)."""
+    check_one_path(config, enformer)
     try:
         return enformer.predictor()
     except (MissingWeightsError, ConversionError) as error:
