@@ -28,6 +28,7 @@ from apoe_assets.orchestration.automation import (
     RANGE_END,
     RANGE_START,
     gene_assets,
+    gene_run_requests,
 )
 from apoe_assets.orchestration.freshness import Freshness, batches, downstream_partitions
 from apoe_assets.partitions import study_partitions
@@ -148,8 +149,10 @@ def _genes_of(request: dg.RunRequest, order: list[str]) -> list[str]:
 
 
 def test_schedule_requests_exactly_the_missing_or_stale_gene_partitions(built) -> None:
-    """TOMM40 needs every gene asset; APOE and APOC1 every one but the two built, in one run
-    (contiguous, genes_per_run 10); nothing built is requested again."""
+    """TOMM40 needs every gene asset; APOE and APOC1 every one but the two built; nothing
+    built is requested again. Some needed assets take one partition a run (no multi-run
+    backfill policy), so each gene is a run of its own; assets whose policies all take ranges
+    share one run over contiguous genes (genes_per_run 10)."""
     _, defs, instance = built
     graph = defs.resolve_asset_graph()
     parts = study_partitions(load_study(built[0]))
@@ -161,10 +164,19 @@ def test_schedule_requests_exactly_the_missing_or_stale_gene_partitions(built) -
         result = schedule.evaluate_tick(context)
     everything = set(gene_assets(graph, parts))
     built_keys = {dg.AssetKey("gene_locus"), dg.AssetKey("personal_sequences")}
-    wanted = {("TOMM40",): everything, ("APOE", "APOC1"): everything - built_keys}
+    wanted = {("TOMM40",): everything, ("APOE",): everything - built_keys,
+              ("APOC1",): everything - built_keys}
     got = {tuple(_genes_of(r, order)): set(r.asset_selection) for r in _requests(result)}
     assert got == wanted
     assert all(r.job_name in (None, LOCUS_JOB) for r in _requests(result))
+    ranged = [dg.AssetKey(k) for k in ("cis_eqtl", "prs_scores", "prs_weights",
+                                       "prs_fold_scores")]  # their upstream is all built
+    assert all(graph.get(k).backfill_policy is not None for k in ranged)
+    requests, waiting = gene_run_requests(Freshness(instance, graph), parts, ranged, order,
+                                          "test", "tick")
+    assert not waiting
+    assert [(_genes_of(r, order), set(r.asset_selection)) for r in requests] == [
+        (GENES, set(ranged))]
 
 
 def test_a_changed_vcf_marks_its_genes_stale_and_the_sensor_requests_them(built) -> None:
@@ -211,9 +223,8 @@ def test_a_changed_vcf_marks_its_genes_stale_and_the_sensor_requests_them(built)
     _materialise(defs, instance, ["genotypes"], "chr19")
     assert status(sequences, "APOE") == StaleStatus.STALE
     result, cursor = tick(cursor)
-    [request] = _requests(result)
-    assert _genes_of(request, GENES) == BUILT
-    assert set(request.asset_selection) == {dg.AssetKey("gene_locus"), sequences}
+    requested = {tuple(_genes_of(r, GENES)): set(r.asset_selection) for r in _requests(result)}
+    assert requested == {(gene,): {dg.AssetKey("gene_locus"), sequences} for gene in BUILT}
     result, _ = tick(cursor)
     assert not _requests(result)  # requested once
 

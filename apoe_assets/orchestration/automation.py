@@ -69,13 +69,25 @@ def all_genes_assets(graph, parts: StudyPartitions) -> list[dg.AssetKey]:
             and graph.get(key).parent_keys & genes]
 
 
+def run_size(graph, keys: Iterable[dg.AssetKey], partitions: int) -> int:
+    """Most gene partitions one run of ``keys`` may take: the smallest of their backfill
+    policies (no policy: one partition a run, as Dagster's backfills run it)."""
+    sizes = [partitions]
+    for key in keys:
+        policy = graph.get(key).backfill_policy
+        if policy is None:
+            return 1
+        sizes.append(policy.max_partitions_per_run or partitions)
+    return min(sizes)
+
+
 def gene_run_requests(fresh: Freshness, parts: StudyPartitions, keys: Sequence[dg.AssetKey],
                       genes: Sequence[str], reason: str, occasion: str,
                       statuses: Sequence[StaleStatus] = OUT_OF_DATE
                       ) -> tuple[list[dg.RunRequest], list[str]]:
     """Runs of the ``locus`` job for the assets of ``keys`` whose status in ``genes`` is one
     of ``statuses`` (default: missing or stale): genes needing the same assets together, in
-    contiguous ranges of at most ``genes_per_run``.
+    contiguous ranges as long as every needed asset's backfill policy allows (:func:`run_size`).
     Each run key names the ``occasion`` (a tick, a set of input versions), the genes and the
     assets, so the same request on the same occasion is launched once. Returns the requests
     and the genes left waiting for upstream outside the gene stage."""
@@ -91,7 +103,7 @@ def gene_run_requests(fresh: Freshness, parts: StudyPartitions, keys: Sequence[d
     requests = []
     for needed, group in by_need.items():
         assets = zlib.crc32(",".join(k.to_user_string() for k in needed).encode())
-        for run in batches(group, order, parts.genes_per_run):
+        for run in batches(group, order, run_size(fresh.graph, needed, len(order))):
             run_key = f"{occasion}:{run[0]}..{run[-1]}:{assets:08x}"
             if len(run) == 1:
                 requests.append(dg.RunRequest(run_key=run_key, asset_selection=list(needed),
