@@ -29,14 +29,6 @@ the recomputation of the demo's recorded features among them. The SNP-effect and
 tests are left out to keep the suite within its time: they compare two float32 paths of the
 same CPU (observed 5e-7 against a 1e-5 tolerance), and the batched forwards beneath them are
 checked here by ``test_inference``."""
-ASSET_TESTS = [f"apoe_assets_tests/test_enformer_asset.py::{name}" for name in (
-    "test_one_run_materialises_both_genes_with_one_model_load",
-    "test_feature_equals_the_planted_truth", "test_each_distinct_haplotype_is_predicted_once",
-    "test_metadata_has_rate_and_track_plot", "test_failed_run_leaves_the_good_output")]
-"""The ``enformer_predictions`` asset through Dagster (not the model assets of the same module,
-which run no network): its features are compared with the same recorded truth as the demo
-test above, so it adds to an ISA run only its materialisation; it runs with three devices,
-where the batch per device changes."""
 RUN_SECONDS = 900
 CHECK_DEVICES = "import jax; print(jax.device_count(), jax.devices()[0].platform)"
 

@@ -44,7 +44,8 @@ SUMMARY = dg.AssetKey("snp_effects_summary")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, dict]:
     """Materialise ``snp_effects_summary`` and everything it needs for every demo gene: the
     scans and effects of all genes in one run (one model load), the overlaps per gene."""
-    study_file = demo_copy(tmp_path_factory.mktemp("snp"))
+    # no gene-level permutations: the overlap reads the nominal scan alone
+    study_file = demo_copy(tmp_path_factory.mktemp("snp"), eqtl={"permutations": 0})
     study = load_study(study_file)
     defs = build_definitions(study)
     per_gene = dg.AssetSelection.assets("cis_eqtl", SNP_EFFECTS)
