@@ -180,11 +180,11 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         result = gene_overlap(config, key, snp_effects, cis_eqtl, chromosomes[gene["chrom"]])
         for note in result.notes:
             context.log.warning(f"{key}: {note}")
-        images = overlap_plots(result, key)
         context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
                          f"threshold {result.threshold:.3g}")
         selected = context.op_execution_context.selected_output_names
         if "eqtl_overlap" in selected:
+            images = overlap_plots(result, key)  # only the table's output shows them
             yield dg.Output(WithFigures(result.table, images), output_name="eqtl_overlap",
                             metadata=overlap_metadata(result, images))
         if "eqtl_overlap_variants" in selected:
