@@ -150,9 +150,9 @@ def _genes_of(request: dg.RunRequest, order: list[str]) -> list[str]:
 
 def test_schedule_requests_exactly_the_missing_or_stale_gene_partitions(built) -> None:
     """TOMM40 needs every gene asset; APOE and APOC1 every one but the two built; nothing
-    built is requested again. Some needed assets take one partition a run (no multi-run
-    backfill policy), so each gene is a run of its own; assets whose policies all take ranges
-    share one run over contiguous genes (genes_per_run 10)."""
+    built is requested again. Every gene asset takes a range of genes a run (multi-run
+    backfill policies, genes_per_run 10), so APOE and APOC1, needing the same assets and
+    contiguous, share one run; so do all three genes for the scans and scores alone."""
     _, defs, instance = built
     graph = defs.resolve_asset_graph()
     parts = study_partitions(load_study(built[0]))
@@ -164,8 +164,7 @@ def test_schedule_requests_exactly_the_missing_or_stale_gene_partitions(built) -
         result = schedule.evaluate_tick(context)
     everything = set(gene_assets(graph, parts))
     built_keys = {dg.AssetKey("gene_locus"), dg.AssetKey("personal_sequences")}
-    wanted = {("TOMM40",): everything, ("APOE",): everything - built_keys,
-              ("APOC1",): everything - built_keys}
+    wanted = {("TOMM40",): everything, ("APOE", "APOC1"): everything - built_keys}
     got = {tuple(_genes_of(r, order)): set(r.asset_selection) for r in _requests(result)}
     assert got == wanted
     assert all(r.job_name in (None, LOCUS_JOB) for r in _requests(result))
@@ -185,7 +184,7 @@ def test_a_changed_vcf_marks_its_genes_stale_and_the_sensor_requests_them(built)
     rebuilt (as the cheap assets' automation would), they keep their content digest, so no
     gene is stale and nothing is requested. A VCF with one genotype changed: once the genotypes
     are rebuilt, the sequences of APOE and APOC1 (the genes built) are stale and requested in
-    one run; TOMM40, never built, is the schedule's business, not this sensor's."""
+    one run over both; TOMM40, never built, is the schedule's business, not this sensor's."""
     study_file, defs, instance = built
     sensor = defs.resolve_sensor_def("input_files_changed")
     repository = defs.get_repository_def()
@@ -224,7 +223,7 @@ def test_a_changed_vcf_marks_its_genes_stale_and_the_sensor_requests_them(built)
     assert status(sequences, "APOE") == StaleStatus.STALE
     result, cursor = tick(cursor)
     requested = {tuple(_genes_of(r, GENES)): set(r.asset_selection) for r in _requests(result)}
-    assert requested == {(gene,): {dg.AssetKey("gene_locus"), sequences} for gene in BUILT}
+    assert requested == {tuple(BUILT): {dg.AssetKey("gene_locus"), sequences}}
     result, _ = tick(cursor)
     assert not _requests(result)  # requested once
 

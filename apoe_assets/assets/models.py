@@ -11,7 +11,7 @@ import pandas as pd
 
 from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
-from apoe_assets.assets.model_tracking import log_models, tracking_metadata
+from apoe_assets.assets.model_tracking import LoggedGene, log_models, tracking_metadata
 from apoe_assets.assets.plots import prediction_plot
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.enformer_models import (
@@ -35,7 +35,7 @@ from apoe_assets.ml.gene_models import MODELS, SCORES
 from apoe_assets.ml.tracking import SINGLE_GENE, inputs_digest
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
-from apoe_assets.resources.storage import ALLOW_MISSING, by_partition
+from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stage_settings import genotype_model_settings
 from apoe_assets.stats.eqtl import cis_window
@@ -80,68 +80,113 @@ def exported_models(result: EnformerModels, features: pd.DataFrame | None,
     return {e.model: e for e in exports if e is not None}
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneFit:
+    """One gene's models before logging: the stored table, the scored table and metrics,
+    the Enformer models' result, the exported fits and the digest of the inputs."""
+
+    table: pd.DataFrame
+    scored: pd.DataFrame
+    metrics: pd.DataFrame
+    result: EnformerModels
+    exports: dict[str, ExportedModel]
+    digest: str
+
+
+def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series, genotypes: Any,
+             expression: pd.DataFrame, covariates: pd.DataFrame, folds: pd.Series,
+             prs_scores: pd.DataFrame, prs_weights: pd.DataFrame, prs_fold_scores: pd.DataFrame,
+             predictions: GenePredictions | None) -> GeneFit:
+    """One gene's Enformer models beside its genotype models (``genotypes``: its
+    chromosome's matrix), notes logged, each exported fit checked against the stored
+    predictions."""
+    features = (None if predictions is None else
+                boosting_features(predictions, log1p=config.enformer.log1p))
+    target = gene_expression(expression, gene)
+    result = enformer_models(features, prs_fold_scores, target, covariates, folds,
+                             str(gene["gene_id"]), n_inner_folds=config.prs.inner_folds,
+                             seed=config.seed)
+    table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
+    scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
+    metrics = metrics_table(scored, ALL_MODELS)
+    for note in result.notes:
+        context.log.warning(f"{gene.name}: {note}")
+    exports = exported_models(result, features, prs_fold_scores, prs_weights, genotypes, gene,
+                              folds, config.cis_window, scored) if result.scored else {}
+    digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
+                            "features": pd.DataFrame() if features is None else features,
+                            "expression": target, "covariates": covariates, "folds": folds})
+    return GeneFit(table, scored, metrics, result, exports, digest)
+
+
 def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
-    """The ``gene_models`` asset, partitioned by gene."""
+    """The ``gene_models`` asset, partitioned by gene, up to ``genes_per_run`` genes a run."""
 
     @dg.asset(group_name=GROUP, partitions_def=parts.genes, kinds={"pandas", "xgboost"},
               code_version=VERSION,
               ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome),
-                   "enformer_predictions": dg.AssetIn(metadata={ALLOW_MISSING: True})})
+                   "enformer_predictions": dg.AssetIn(metadata={ALLOW_MISSING: True})},
+              backfill_policy=parts.gene_backfill)
     def gene_models(context: dg.AssetExecutionContext, study: StudyResource,
                     mlflow: MlflowTracking, gene_annotation: pd.DataFrame, genotypes: object,
                     expression: pd.DataFrame, covariates: pd.DataFrame, cv_folds: pd.DataFrame,
-                    prs_scores: pd.DataFrame, prs_weights: pd.DataFrame,
-                    prs_fold_scores: pd.DataFrame,
-                    enformer_predictions: GenePredictions | None) -> pd.DataFrame:
+                    prs_scores: object, prs_weights: object, prs_fold_scores: object,
+                    enformer_predictions: object) -> ByPartition:
         """Per sample, the out-of-fold prediction of every model: the genotype models
         (baseline PRS, P+T PRS, elastic net, from ``prs_scores``) and the Enformer models
         (feature alone, XGBoost on tracks and haplotypes, feature + inner out-of-fold genotype
         scores), with MSE, R², Pearson r and p and Spearman ρ per model in the metadata; a
         run per model in MLflow's ``single-gene`` experiment and the best registered as
         ``<gene>-expression@champion``. A gene without Enformer predictions (never
-        materialised) keeps its genotype models; its Enformer models are skipped with a note."""
+        materialised) keeps its genotype models; its Enformer models are skipped with a note.
+        A run may cover several genes: their MLflow runs share one parent run."""
         config = study.load()
         mlflow.check_reachable()  # fail before fitting, not after
-        key = context.partition_key
-        gene = gene_row(gene_annotation, key)
+        genes = context.partition_keys
         folds = cv_folds[FOLD]
-        features = (None if enformer_predictions is None else
-                    boosting_features(enformer_predictions, log1p=config.enformer.log1p))
-        target = gene_expression(expression, gene)
-        result = enformer_models(features, prs_fold_scores, target, covariates, folds,
-                                 str(gene["gene_id"]), n_inner_folds=config.prs.inner_folds,
-                                 seed=config.seed)
-        table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
-        scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
-        metrics = metrics_table(scored, ALL_MODELS)
-        for note in result.notes:
-            context.log.warning(f"{key}: {note}")
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
-        exports = exported_models(result, features, prs_fold_scores, prs_weights,
-                                  chromosomes[gene["chrom"]], gene, folds, config.cis_window,
-                                  scored) if result.scored else {}
-        digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
-                                "features": pd.DataFrame() if features is None else features,
-                                "expression": target,
-                                "covariates": covariates, "folds": folds})
-        logged = log_models(mlflow, context, SINGLE_GENE, [key], {key: (scored, metrics)},
-                            {key: model_params(config, result)}, {key: exports}, VERSION,
-                            {key: digest}, {key: result.failed})
-        best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
-        context.add_output_metadata({
-            "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
-            **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in ALL_MODELS}),
-            "best_model": best,
-            "notes": "; ".join(result.notes) or "none",
-            "boosting_parameters": ", ".join(f"{f.fold}: {f.boosting_params}"
-                                             for f in result.folds),
-            "prediction_plot": prediction_plot(
-                table["observed"].to_numpy(), {m: table[m].to_numpy() for m in ALL_MODELS},
-                metrics["r2"].to_dict(), f"{key}: observed vs out-of-fold prediction"),
-            **tracking_metadata(mlflow, logged),
-            "preview": preview(table),
-        })
-        return table
+        scores, weights, fold_scores, predictions = (
+            by_partition(value, context.asset_partition_keys_for_input(name))
+            for name, value in (("prs_scores", prs_scores), ("prs_weights", prs_weights),
+                                ("prs_fold_scores", prs_fold_scores),
+                                ("enformer_predictions", enformer_predictions)))
+        fits = {}
+        for key in genes:
+            gene = gene_row(gene_annotation, key)
+            fits[key] = fit_gene(context, config, gene, chromosomes[gene["chrom"]], expression,
+                                 covariates, folds, scores[key], weights[key], fold_scores[key],
+                                 predictions.get(key))
+        logged = log_models(mlflow, context, SINGLE_GENE, genes,
+                            {k: (f.scored, f.metrics) for k, f in fits.items()},
+                            {k: model_params(config, f.result) for k, f in fits.items()},
+                            {k: f.exports for k, f in fits.items()}, VERSION,
+                            {k: f.digest for k, f in fits.items()},
+                            {k: f.result.failed for k, f in fits.items()})
+        tables = ByPartition()
+        for key, fit in fits.items():
+            context.add_asset_metadata(gene_metadata(key, fit, mlflow, logged[key]),
+                                       partition_key=key)
+            tables[key] = fit.table
+        return tables
 
     return [gene_models]
+
+
+def gene_metadata(key: str, fit: GeneFit, mlflow: MlflowTracking, logged: LoggedGene) -> dict:
+    """What one gene's ``gene_models`` materialisation shows."""
+    metrics, result, table = fit.metrics, fit.result, fit.table
+    best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
+    return {
+        "metrics": dg.MetadataValue.md(metrics.round(4).to_markdown()),
+        **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in ALL_MODELS}),
+        "best_model": best,
+        "notes": "; ".join(result.notes) or "none",
+        "boosting_parameters": ", ".join(f"{f.fold}: {f.boosting_params}"
+                                         for f in result.folds),
+        "prediction_plot": prediction_plot(
+            table["observed"].to_numpy(), {m: table[m].to_numpy() for m in ALL_MODELS},
+            metrics["r2"].to_dict(), f"{key}: observed vs out-of-fold prediction"),
+        **tracking_metadata(mlflow, {key: logged}),
+        "preview": preview(table),
+    }

@@ -17,7 +17,7 @@ from apoe_assets.assets.eqtl import gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import embedded, png
 from apoe_assets.partitions import StudyPartitions
-from apoe_assets.resources.storage import ALLOW_MISSING, WithFigures, by_partition
+from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, WithFigures, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats import overlap as core
 from apoe_assets.study import Study
@@ -144,8 +144,8 @@ def summary_table(tables: dict[str, pd.DataFrame]
 
 
 def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
-    """``eqtl_overlap`` and ``eqtl_overlap_variants`` (per gene) and ``snp_effects_summary``
-    (all genes)."""
+    """``eqtl_overlap`` and ``eqtl_overlap_variants`` (per gene, up to ``genes_per_run`` genes
+    a run) and ``snp_effects_summary`` (all genes)."""
 
     @dg.multi_asset(
         outs={
@@ -161,36 +161,49 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         partitions_def=parts.genes,
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
         code_version=core.OVERLAP_VERSION,
+        backfill_policy=parts.gene_backfill,
         can_subset=True,  # either table alone, e.g. when a user selects the summary upstream
     )
     def eqtl_overlap(context: dg.AssetExecutionContext, study: StudyResource,
                      gene_annotation: pd.DataFrame, snp_effects: object,
-                     cis_eqtl: pd.DataFrame, genotypes: object) -> Iterator[dg.Output]:
+                     cis_eqtl: object, genotypes: object) -> Iterator[dg.Output]:
         """SNPs ranked by model effect alone (|``expr_effect``|, ``full_matrix_l1``,
         ``tracks_l1``) against the all-sample ``cis_eqtl`` scan: overlap of the top k with the
         top k by p and with the significant eQTL SNPs (hypergeometric p), the same counted
         through LD (r² from the study's genotypes, null: circular shifts of the model ranking
         along the window), the top model SNP against the lead eQTL SNP, Spearman ρ, and the
-        full matrix against the selected tracks. Plots in the metadata and beside the table."""
+        full matrix against the selected tracks. Plots in the metadata and beside the table.
+        A run may cover several genes: each chromosome is loaded once."""
         config = study.load()
-        key = context.partition_key
-        gene = gene_row(gene_annotation, key)
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
-        result = gene_overlap(config, key, snp_effects, cis_eqtl, chromosomes[gene["chrom"]])
-        for note in result.notes:
-            context.log.warning(f"{key}: {note}")
-        context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
-                         f"threshold {result.threshold:.3g}")
+        effects = by_partition(snp_effects, context.asset_partition_keys_for_input(
+            "snp_effects"))
+        scans = by_partition(cis_eqtl, context.asset_partition_keys_for_input("cis_eqtl"))
         selected = context.op_execution_context.selected_output_names
+        tables, variants = ByPartition(), ByPartition()
+        for key in context.partition_keys:
+            gene = gene_row(gene_annotation, key)
+            result = gene_overlap(config, key, effects[key], scans[key],
+                                  chromosomes[gene["chrom"]])
+            for note in result.notes:
+                context.log.warning(f"{key}: {note}")
+            context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
+                             f"threshold {result.threshold:.3g}")
+            if "eqtl_overlap" in selected:
+                images = overlap_plots(result, key)  # only the table's output shows them
+                context.add_asset_metadata(overlap_metadata(result, images),
+                                           asset_key="eqtl_overlap", partition_key=key)
+                tables[key] = WithFigures(result.table, images)
+            if "eqtl_overlap_variants" in selected:
+                context.add_asset_metadata({"rows": len(result.variants),
+                                            "preview": preview(result.variants)},
+                                           asset_key="eqtl_overlap_variants", partition_key=key)
+                variants[key] = result.variants
         if "eqtl_overlap" in selected:
-            images = overlap_plots(result, key)  # only the table's output shows them
-            yield dg.Output(WithFigures(result.table, images), output_name="eqtl_overlap",
-                            metadata=overlap_metadata(result, images))
+            yield dg.Output(tables, output_name="eqtl_overlap")
         if "eqtl_overlap_variants" in selected:
-            yield dg.Output(result.variants, output_name="eqtl_overlap_variants",
-                            metadata={"rows": len(result.variants),
-                                      "preview": preview(result.variants)})
+            yield dg.Output(variants, output_name="eqtl_overlap_variants")
 
     @dg.asset(group_name=GROUP, kinds={"pandas"}, code_version=core.OVERLAP_VERSION,
               ins={"eqtl_overlap": dg.AssetIn(metadata={ALLOW_MISSING: True})})

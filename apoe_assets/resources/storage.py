@@ -64,7 +64,13 @@ class AssetStorage(dg.ConfigurableIOManager):
             self._handle_partitions(context, obj)
             return
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        stem = self._stem(context.asset_key, partition)
+        context.add_output_metadata(self._store(context.asset_key, partition, obj))
+
+    def _store(self, asset_key: dg.AssetKey, partition: str | None, obj: Any) -> dict[str, Any]:
+        """Write one value (and, for :class:`WithFigures`, its figures after it, each
+        atomically) at its partition's path; return its metadata: ``path``, ``stored_bytes``
+        and ``<name>_file`` per figure."""
+        stem = self._stem(asset_key, partition)
         figures = obj.figures if isinstance(obj, WithFigures) else {}
         path = formats.save(obj.value if isinstance(obj, WithFigures) else obj, stem)
         files = {}
@@ -73,22 +79,28 @@ class AssetStorage(dg.ConfigurableIOManager):
             with formats.atomic_target(target) as scratch:
                 scratch.write_bytes(image)
             files[f"{name}_file"] = dg.MetadataValue.path(str(target))
-        context.add_output_metadata({
-            "path": dg.MetadataValue.path(str(path)),
-            "stored_bytes": formats.stored_size(path),
-            **files,
-        })
+        return {"path": dg.MetadataValue.path(str(path)),
+                "stored_bytes": formats.stored_size(path), **files}
 
     def _handle_partitions(self, context: dg.OutputContext, values: ByPartition) -> None:
-        """Each partition of a run over several, in partition order, each write atomic."""
+        """Each partition of a run over several, in partition order, stored (figures
+        included) exactly as a one-partition output of it would be. A run of one partition
+        gets that output's metadata; a run of several gets ``folder`` and the total
+        ``stored_bytes``, and each partition's materialisation its own ``path``,
+        ``stored_bytes`` and ``<name>_file`` (see :func:`_add_partition_metadata`)."""
         keys = context.asset_partition_keys if context.has_asset_partitions else []
         if sorted(values) != sorted(keys):
             raise ValueError(f"{context.asset_key.to_user_string()}: values for partitions "
                              f"{sorted(values)} but the run covers {sorted(keys)}")
-        paths = [formats.save(values[key], self._stem(context.asset_key, key)) for key in keys]
+        stored = {key: self._store(context.asset_key, key, values[key]) for key in keys}
+        if len(keys) == 1:
+            context.add_output_metadata(stored[keys[0]])
+            return
+        for key in keys:
+            _add_partition_metadata(context, key, stored[key])
         context.add_output_metadata({
-            "folder": dg.MetadataValue.path(str(paths[0].parent)),
-            "stored_bytes": sum(formats.stored_size(p) for p in paths),
+            "folder": dg.MetadataValue.path(str(self._stem(context.asset_key, keys[0]).parent)),
+            "stored_bytes": sum(m["stored_bytes"] for m in stored.values()),
         })
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -115,3 +127,23 @@ class AssetStorage(dg.ConfigurableIOManager):
         """Remove what this process fetched from a remote root (a step process started by
         fork may exit without running interpreter exit handlers)."""
         formats.remote_cache().close()
+
+
+def _add_partition_metadata(context: dg.OutputContext, key: str, metadata: dict[str, Any]
+                            ) -> None:
+    """Attach ``metadata`` to the materialisation of partition ``key`` alone.
+
+    Dagster 1.13's ``OutputContext`` can only add metadata to every partition of the output
+    (``add_output_metadata``); the step's own context (``OutputContext.step_context``, set
+    for every output a run stores) takes partition-scoped asset metadata, which Dagster merges
+    into that partition's materialisation event after ``handle_output`` returns. An output
+    context built without a step (``dg.build_output_context`` in a test) has no such events:
+    there the entries go to the output's metadata as ``<partition>/<name>``."""
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        step = None
+    if step is None:
+        context.add_output_metadata({f"{key}/{name}": value for name, value in metadata.items()})
+        return
+    step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)

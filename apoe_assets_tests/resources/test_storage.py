@@ -11,7 +11,7 @@ from upath import UPath
 
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.resources import formats
-from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage, WithFigures
+from apoe_assets.resources.storage import ALLOW_MISSING, AssetStorage, ByPartition, WithFigures
 from apoe_assets_tests.conftest import failure_message
 
 
@@ -185,3 +185,51 @@ def test_figures_are_stored_beside_their_table(tmp_path: Path) -> None:
     assert stored.read_bytes() == image
     assert pd.read_parquet(tmp_path / "plotted" / "APOE.parquet")["gene"].tolist() == ["APOE"]
     assert json.loads((tmp_path / "reader" / "APOE.json").read_text()) == {"rows": 1}
+
+
+def test_figures_of_a_run_over_several_partitions_are_stored_per_partition(tmp_path: Path
+                                                                           ) -> None:
+    """A run over a partition range returning ``ByPartition`` of ``WithFigures``: each
+    partition's table and PNGs are stored exactly where a one-partition run would store them,
+    and each partition's materialisation names its own files (``path``, ``<name>_file``);
+    without a step (a bare output context) the paths go to the output's metadata by partition.
+    Catches figures dropped, written for one partition only, or under another's name."""
+    genes = dg.StaticPartitionsDefinition(["APOE", "TOMM40"])
+    images = {g: b"\x89PNG\r\n\x1a\n" + g.encode() * 8 for g in genes.get_partition_keys()}
+
+    @dg.asset(partitions_def=genes)
+    def plotted(context: dg.AssetExecutionContext) -> ByPartition:
+        return ByPartition({key: WithFigures(pd.DataFrame({"gene": [key]}),
+                                             {"scatter": images[key]})
+                            for key in context.partition_keys})
+
+    storage = AssetStorage(root=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([plotted], instance=instance, resources={"io_manager": storage},
+                                tags={"dagster/asset_partition_range_start": "APOE",
+                                      "dagster/asset_partition_range_end": "TOMM40"})
+    assert result.success, failure_message([result])
+    events = {e.partition: e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
+    assert sorted(events) == ["APOE", "TOMM40"]
+    for gene, metadata in events.items():
+        table, figure = (tmp_path / "plotted" / f"{gene}.parquet",
+                         tmp_path / "plotted" / f"{gene}.scatter.png")
+        assert metadata["path"].value == str(table)
+        assert metadata["scatter_file"].value == str(figure)
+        assert metadata["stored_bytes"].value == table.stat().st_size
+        assert figure.read_bytes() == images[gene]
+        assert pd.read_parquet(table)["gene"].tolist() == [gene]
+    assert not list((tmp_path / "plotted").glob(".*"))  # no scratch file left
+
+    bare = dg.build_output_context(asset_key="bare", asset_partitions_def=genes,
+                                   asset_partition_key_range=dg.PartitionKeyRange("APOE",
+                                                                                  "TOMM40"))
+    storage.handle_output(bare, ByPartition({g: WithFigures(pd.DataFrame({"gene": [g]}),
+                                                            {"scatter": images[g]})
+                                             for g in images}))
+    logged = bare.get_logged_metadata()
+    for gene in images:
+        figure = tmp_path / "bare" / f"{gene}.scatter.png"
+        assert logged[f"{gene}/scatter_file"].value == str(figure)
+        assert figure.read_bytes() == images[gene]
