@@ -9,7 +9,7 @@ MLFLOW_PORT ?= 5000
 TEST_WORKERS ?= 2
 
 .PHONY: demo test ui lint data validate clean peers
-DEBIAN_PEERS := bcftools samtools tabix plink1.9 plink2
+DEBIAN_PEERS := bcftools samtools tabix plink1.9 plink2 chromium
 # `make test PEERS=optional` runs without installing them; the run then ends by listing every
 # comparison it skipped.
 PEERS ?= required
@@ -39,7 +39,8 @@ demo: $(VENV)/.runtime $(DAGSTER_HOME)/dagster.yaml
 test: $(if $(filter optional,$(PEERS)),,peers) $(VENV)/.dev
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
-## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK).
+## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK),
+## and the headless Chromium that takes the UI tests' screenshots.
 peers:
 	@missing=$$(for t in $(DEBIAN_PEERS); do command -v $$t >/dev/null || echo $$t; done); \
 	[ -z "$$missing" ] && exit 0; \

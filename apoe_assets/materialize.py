@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from apoe_assets.definitions import build_definitions
-from apoe_assets.orchestration.automation import OBSERVE_JOB
+from apoe_assets.orchestration.automation import OBSERVE_JOB, RANGE_END, RANGE_START, run_size
 from apoe_assets.study import load_study
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -22,20 +22,34 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 @dataclass(frozen=True)
 class Step:
-    """One run: the assets of one partitions definition, for one partition key (or none)."""
+    """One run: the assets of one partitions definition, for a contiguous range of its
+    partition keys (empty: unpartitioned)."""
 
     assets: tuple[dg.AssetKey, ...]
-    partition_key: str | None
+    partition_keys: tuple[str, ...] = ()
 
     def label(self) -> str:
         names = ", ".join(k.to_user_string() for k in self.assets)
-        return f"{names} [{self.partition_key}]" if self.partition_key else names
+        if not self.partition_keys:
+            return names
+        first, last = self.partition_keys[0], self.partition_keys[-1]
+        return f"{names} [{first}{'' if first == last else f'…{last}'}]"
+
+    def execution(self) -> dict:
+        """``execute_in_process`` arguments that select this step's partitions."""
+        if len(self.partition_keys) == 1:
+            return {"partition_key": self.partition_keys[0]}
+        if self.partition_keys:
+            return {"tags": {RANGE_START: self.partition_keys[0],
+                             RANGE_END: self.partition_keys[-1]}}
+        return {}
 
 
 def plan(defs: dg.Definitions, selection: dg.AssetSelection | None = None) -> list[Step]:
     """Runs that materialise everything (or ``selection``) in dependency order, as few as
     possible: assets that share a partitions definition run together (unpartitioned first),
-    key by key."""
+    over ranges of keys as long as every asset's backfill policy allows (a model is then
+    loaded and compiled, a chromosome read, once a range, not once a gene)."""
     graph = defs.resolve_asset_graph()
     remaining = set(graph.materializable_asset_keys)
     if selection is not None:
@@ -53,9 +67,16 @@ def plan(defs: dg.Definitions, selection: dg.AssetSelection | None = None) -> li
                     .partitions_def]
             segments.append((graph.get(ready[0]).partitions_def, same))
         remaining -= set(same)
-    return [Step(tuple(keys), partition)
-            for partitions_def, keys in segments
-            for partition in (partitions_def.get_partition_keys() if partitions_def else [None])]
+    steps = []
+    for partitions_def, keys in segments:
+        if partitions_def is None:
+            steps.append(Step(tuple(keys)))
+            continue
+        order = partitions_def.get_partition_keys()
+        size = run_size(graph, keys, len(order))
+        steps += [Step(tuple(keys), tuple(order[i:i + size]))
+                  for i in range(0, len(order), size)]
+    return steps
 
 
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance,
@@ -80,8 +101,8 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance,
     for number, step in enumerate(steps, start=1):
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, asset_selection=list(step.assets),
-                                        partition_key=step.partition_key,
-                                        run_config=QUIET, raise_on_error=False)
+                                        run_config=QUIET, raise_on_error=False,
+                                        **step.execution())
         results.append(result)
         status = "ok" if result.success else "FAILED"
         report(f"[{number}/{len(steps)}] {step.label()}: {status} "

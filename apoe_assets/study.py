@@ -193,6 +193,8 @@ REFRESH_CRON = "0 3 * * 1"
 """Default cron of ``refresh_stale_genes``: weekly, Monday 03:00."""
 OBSERVE_CRON = "0 * * * *"
 """Default cron of ``observe_input_files``: hourly."""
+SENSOR_SECONDS = 60
+"""Default seconds between evaluations of the sensors that react to changed inputs."""
 CRON_FIELD = re.compile(r"[0-9A-Za-z*/,?-]+")
 
 
@@ -206,6 +208,9 @@ class OrchestrationSettings(BaseModel):
         "partition")
     observe_cron: str = Field(
         OBSERVE_CRON, description="cron of the schedule that fingerprints the input files")
+    sensor_seconds: Annotated[int, Field(ge=5)] = Field(
+        SENSOR_SECONDS, description="seconds between evaluations of the input_files_changed "
+        "and cheap_assets sensors (refresh_all_genes_assets: five times as long)")
 
     @field_validator("refresh_cron", "observe_cron")
     @classmethod

@@ -115,22 +115,29 @@ SECOND_GENE = ("ENSG00000000003", "GENE_C", 8_000, 9_000, "+")
 
 
 def write_tiny_study(folder: Path, records: list[Record] | None = None,
-                     second_chromosome: bool = False, **study_fields: object) -> TinyStudy:
+                     second_chromosome: bool = False, more_samples: int = 0,
+                     **study_fields: object) -> TinyStudy:
     """Write a complete tiny study (reference `chr1`, VCF calling it `1`, 2 genes, 6 samples
     plus one expression-only sample) and return its paths. With ``second_chromosome``, a
-    contig `chr2` (VCF `2`) carries a third gene, GENE_C."""
+    contig `chr2` (VCF `2`) carries a third gene, GENE_C. ``more_samples`` adds samples
+    `x1`, `x2`, … with seeded random phased genotypes at every record (enough of them for
+    the cross-validated eQTL scans, which 6 samples are too few for)."""
     folder.mkdir(parents=True, exist_ok=True)
     reference = reference_sequence()
     records = records if records is not None else default_records(reference)
+    chr2_records = [Record(8_100, ["*"], ["0|1", "1|1", "0|0", "1|0", "0|1", "0|0"])]
+    samples = SAMPLES + [f"x{i}" for i in range(1, more_samples + 1)]
+    if more_samples:
+        records, chr2_records = (_with_random_samples(r, more_samples, seed)
+                                 for seed, r in enumerate((records, chr2_records)))
     contigs = [("chr1", reference)]
-    text = vcf_text(records, reference)
+    text = vcf_text(records, reference, samples=samples)
     genes = [(*g, "chr1") for g in GENES]
     if second_chromosome:
         chr2 = reference_sequence(seed=8)
         contigs.append(("chr2", chr2))
         text = text.replace("##FORMAT", f"##contig=<ID=2,length={len(chr2)}>\n##FORMAT", 1)
-        body = vcf_text([Record(8_100, ["*"], ["0|1", "1|1", "0|0", "1|0", "0|1", "0|0"])],
-                        chr2, contig="2").splitlines()[-1]
+        body = vcf_text(chr2_records, chr2, contig="2", samples=samples).splitlines()[-1]
         text += body + "\n"
         genes.append((*SECOND_GENE, "chr2"))
     write_indexed_fasta(folder / "reference.fa.gz", contigs)
@@ -139,7 +146,7 @@ def write_tiny_study(folder: Path, records: list[Record] | None = None,
         "gene_id\tsymbol\tchrom\tstart\tend\tstrand\n"
         + "".join(f"{g}\t{s}\t{c}\t{a}\t{b}\t{st}\n" for g, s, a, b, st, c in genes))
     rng = np.random.default_rng(3)
-    expr_samples = ["s4", "s2", "extra", "s1", "s6", "s3", "s5"]
+    expr_samples = ["s4", "s2", "extra", "s1", "s6", "s3", "s5", *samples[len(SAMPLES):]]
     bed = "\t".join(["#chr", "start", "end", "gene_id", *expr_samples]) + "\n"
     for gene_id, _, start, end, strand, chrom in genes:
         tss0 = start - 1 if strand == "+" else end - 1
@@ -148,7 +155,8 @@ def write_tiny_study(folder: Path, records: list[Record] | None = None,
     write_bgzf(folder / "expression.bed.gz", bed.encode())
     covariates = "ID\t" + "\t".join(expr_samples) + "\n"
     for name in ("sex", "PC1"):
-        covariates += name + "\t" + "\t".join(f"{v:.3f}" for v in rng.normal(size=7)) + "\n"
+        covariates += name + "\t" + "\t".join(
+            f"{v:.3f}" for v in rng.normal(size=len(expr_samples))) + "\n"
     (folder / "covariates.tsv").write_text(covariates)
     fields = {
         "name": "tiny", "seed": 1, "reference_fasta": "reference.fa.gz",
@@ -160,6 +168,14 @@ def write_tiny_study(folder: Path, records: list[Record] | None = None,
     }
     (folder / "study.yaml").write_text(yaml.safe_dump(fields, sort_keys=False))
     return TinyStudy(folder, reference, records)
+
+
+def _with_random_samples(records: list[Record], extra: int, seed: int) -> list[Record]:
+    """``records`` with ``extra`` more samples of seeded random phased genotypes."""
+    rng = np.random.default_rng(seed)
+    return [Record(r.pos, r.alts, [*r.genotypes, *(
+        f"{a}|{b}" for a, b in rng.integers(0, len(r.alts) + 1, size=(extra, 2)))],
+        r.ref, r.ref_length) for r in records]
 
 
 def demo_copy(folder: Path, **fields: object) -> Path:

@@ -13,6 +13,8 @@ held-out people from inputs rebuilt here, and each gene's champion is its best m
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from apoe_assets.ml.gene_models import MODELS
 from apoe_assets.ml.stacking import BASE_MODELS, STACK, check_no_leakage, stack_gene
 from apoe_assets.ml.tracking import (
     MULTI_GENE_STACKING,
+    ROLE_MODEL,
     ROLE_PARENT,
     SINGLE_GENE,
     TAG_ASSET_KEY,
@@ -57,6 +60,7 @@ from apoe_assets.ml.tracking import (
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.stage_settings import JAX_CACHE, enformer_resource
 from apoe_assets.study import load_study
+from apoe_assets_tests.browser import SCREENSHOTS, chromium
 from apoe_assets_tests.conftest import failure_message, snapshot
 from apoe_assets_tests.float32 import recorded_tolerance
 from apoe_assets_tests.mlflow_server import free_port, mlflow_server
@@ -321,8 +325,9 @@ def _r2(observed: pd.Series, predicted: pd.Series) -> float:
 @pytest.mark.e2e
 @pytest.mark.parametrize("gene", GENES)
 def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
-    """Per gene: one parent run of its Dagster run in the ``single-gene`` experiment and, under
-    it, one FINISHED run per model with the five Dagster tags, the pooled R² and the per-fold
+    """Per gene: one parent run of its Dagster run in the ``single-gene`` experiment (the run
+    covers both genes; its ``partition`` tag lists them) and, under it, one FINISHED run per
+    model with the five Dagster tags (the gene's own partition and data version), the pooled R² and the per-fold
     R² recomputed here from the stored out-of-fold table, the exported fold as a parameter,
     a logged model and an observed-vs-predicted plot. Catches a missing or mis-tagged run, a
     run outside its parent, and metrics that are not those of the stored predictions."""
@@ -330,11 +335,12 @@ def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
     experiment = client.get_experiment_by_name(SINGLE_GENE)
     runs = client.search_runs([experiment.experiment_id], max_results=500)
     parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == ROLE_PARENT
-               and r.data.tags[TAG_PARTITION] == gene]
+               and gene in r.data.tags[TAG_PARTITION].split(",")]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     children = {r.data.tags[TAG_MODEL]: r for r in runs
-                if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id}
+                if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id
+                and r.data.tags.get(TAG_GENE) == gene}
     assert sorted(children) == sorted(ALL_MODELS)
     table = models.table(gene)
     for model, run in children.items():
@@ -351,6 +357,38 @@ def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
         assert int(run.data.params["exported_fold"]) == min(expected)
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
         assert artifacts == ["plots/observed_vs_predicted.png"]
+
+
+@pytest.mark.e2e
+def test_mlflow_server_lists_and_compares_a_genes_model_runs(models: Models) -> None:
+    """`mlflow server`'s REST API (what its UI reads) returns the first gene's model runs, one
+    per model, with their pooled R²; headless Chromium renders the UI's comparison of those
+    runs: every run's name and the r2 metric on the page, a screenshot that is not blank
+    (kept, shown in the README). Catches runs the server cannot see and a UI that does not
+    render them."""
+    gene = GENES[0]
+    url = models.tracking.tracking_uri
+    experiment = models.tracking.client().get_experiment_by_name(SINGLE_GENE).experiment_id
+    query = {"experiment_ids": [experiment], "max_results": 100,
+             "filter": f"tags.{TAG_GENE} = '{gene}' and tags.{TAG_ROLE} = '{ROLE_MODEL}'"}
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search",
+                                     data=json.dumps(query).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.loads(response.read())["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    assert sorted(t[TAG_MODEL] for t in tags) == sorted(ALL_MODELS)
+    assert all(any(m["key"] == "r2" for m in r["data"]["metrics"]) for r in runs)
+    ids = [r["info"]["run_id"] for r in runs]
+    page_url = (f"{url}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
+                f"&experiments={urllib.parse.quote(json.dumps([experiment]))}")
+    with chromium() as page:
+        compared = page.render(page_url, SCREENSHOTS / "mlflow_compare_runs.png",
+                               ready="document.body.innerText.includes('r2')",
+                               size=(1600, 1200))
+    for run in runs:
+        assert run["info"]["run_name"] in compared.dom, run["info"]["run_name"]
+    assert compared.ink() > 0.05
 
 
 def _stacking_features(storage: Path, folds: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:

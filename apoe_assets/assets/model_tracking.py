@@ -43,14 +43,18 @@ def fold_metric_table(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: pd.DataFrame,
              params: Mapping[str, Mapping[str, Any]], exported: Mapping[str, ExportedModel],
-             failed: Mapping[str, str] | None = None) -> LoggedGene:
+             failed: Mapping[str, str] | None = None,
+             tags: Mapping[str, Any] | None = None) -> LoggedGene:
     """A run per model of ``metrics`` (index) whose predictions are finite: params, per-fold
     and pooled metrics, the exported fit (when there is one) and its observed-vs-predicted
     plot. A model whose fit failed (``failed``: model → error) gets a FAILED run carrying the
-    error; a run that fails while logging is ended FAILED too; the others are logged."""
+    error; a run that fails while logging is ended FAILED too; the others are logged. ``tags``
+    (the gene's own ``partition`` and ``data_version``) override the parent run's."""
     logged = LoggedGene()
+    tags = dict(tags or {})
     for model, error in (failed or {}).items():
-        parent.log_failed_model_run(gene, model, error, params=params.get(model, {}))
+        parent.log_failed_model_run(gene, model, error, params=params.get(model, {}),
+                                    tags=tags)
         logged.failed[model] = error
     for model in metrics.index:
         if not np.isfinite(predictions[model].to_numpy(np.float64)).all():
@@ -69,11 +73,12 @@ def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: p
                 model=None if export is None else export.estimator,
                 input_example=None if export is None else export.inputs.head(EXAMPLE_ROWS),
                 plots={"observed_vs_predicted": png(figure)},
-                tags={TAG_PREDICTIONS: predictions_digest(
+                tags={**tags, TAG_PREDICTIONS: predictions_digest(
                     predictions.index, predictions["observed"], predictions[model])})
         except Exception as exc:  # one model's failure must not lose the others' runs
             if isinstance(exc, TrackingPayloadError):  # refused before its run existed
-                parent.log_failed_model_run(gene, model, exc, params=params.get(model, {}))
+                parent.log_failed_model_run(gene, model, exc, params=params.get(model, {}),
+                                            tags=tags)
             logged.failed[model] = f"{type(exc).__name__}: {exc}"
     return logged
 
@@ -98,7 +103,8 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
         for gene in genes:
             predictions, metrics = tables[gene]
             logged = log_gene(parent, gene, predictions, metrics, params.get(gene, {}),
-                              exported.get(gene, {}), (failed or {}).get(gene))
+                              exported.get(gene, {}), (failed or {}).get(gene),
+                              tags={"partition": gene, "data_version": data_versions[gene]})
             results[gene] = logged
             context.log.info(f"{gene}: {len(logged.runs)} MLflow run(s)"
                              + (f", FAILED: {', '.join(logged.failed)}" if logged.failed else ""))

@@ -51,7 +51,6 @@ RANGE_START, RANGE_END = ("dagster/asset_partition_range_start",
                           "dagster/asset_partition_range_end")
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-SENSOR_SECONDS = 60
 REASON_TAG = "apoe/requested_by"
 
 
@@ -188,7 +187,8 @@ def automation_definitions(study: Study, parts: StudyPartitions,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Fingerprint the input files, so a changed file marks its assets stale.")
 
-    @dg.sensor(name="input_files_changed", jobs=[locus], minimum_interval_seconds=SENSOR_SECONDS,
+    @dg.sensor(name="input_files_changed", jobs=[locus],
+               minimum_interval_seconds=settings.sensor_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Gene partitions built from an input file whose fingerprint "
                            "changed, once the cheap assets in between are rebuilt.")
@@ -220,7 +220,7 @@ def automation_definitions(study: Study, parts: StudyPartitions,
             else "no input file changed")
 
     @dg.sensor(name="refresh_all_genes_assets", job=aggregate,
-               minimum_interval_seconds=5 * SENSOR_SECONDS,
+               minimum_interval_seconds=5 * settings.sensor_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="The all-genes assets, once no gene input is out of date and "
                            "nothing runs.")
@@ -239,6 +239,7 @@ def automation_definitions(study: Study, parts: StudyPartitions,
 
     cheap = dg.AutomationConditionSensorDefinition(
         "cheap_assets", target=dg.AssetSelection.assets(*CHEAP_ASSETS),
+        minimum_interval_seconds=settings.sensor_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Declarative automation of the cheap assets (eager).")
     return ([locus, observe, aggregate, *stages], [refresh_stale_genes, observe_schedule],
