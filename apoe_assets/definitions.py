@@ -29,8 +29,10 @@ from apoe_assets.study import Study, load_study
 STEP_EXECUTOR = dg.multiprocess_executor.configured(
     {"start_method": {"forkserver": {"preload_modules": ["apoe_assets.definitions"]}}})
 """Each step in its own process, forked from a server that imported this code location once
-(a step then starts in well under a second instead of re-importing Dagster, JAX and pandas,
-about 5 s). The server imports JAX but never starts it, so each step starts its own."""
+(a step then starts in well under a second instead of re-importing Dagster and pandas, about
+4 s). The code location imports no JAX, scikit-learn or MLflow (the test
+``test_import_weight`` holds it to that): a step imports those on first use, so the steps
+that need none of them never pay for them."""
 
 
 def build_definitions(study: Study) -> dg.Definitions:

@@ -23,7 +23,7 @@ time (each started before any finished, from the instance's run records), so the
 pass by running them one after another.
 
 Its time is almost all imports: the code server, each run's process and each run's forkserver
-import the code location (``apoe_assets.definitions``, about 11-13 CPU-seconds here), nine
+import the code location (``apoe_assets.definitions``, about 3-5 CPU-seconds here), nine
 times in all; the steps themselves take well under a second each.
 """
 

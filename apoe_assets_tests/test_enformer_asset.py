@@ -327,10 +327,11 @@ def _r2(observed: pd.Series, predicted: pd.Series) -> float:
 def test_gene_models_fill_mlflow(models: Models, gene: str) -> None:
     """Per gene: one parent run of its Dagster run in the ``single-gene`` experiment (the run
     covers both genes; its ``partition`` tag lists them) and, under it, one FINISHED run per
-    model with the five Dagster tags (the gene's own partition and data version), the pooled R² and the per-fold
-    R² recomputed here from the stored out-of-fold table, the exported fold as a parameter,
-    a logged model and an observed-vs-predicted plot. Catches a missing or mis-tagged run, a
-    run outside its parent, and metrics that are not those of the stored predictions."""
+    model with the five Dagster tags (the gene's own partition and data version), the pooled
+    R² and the per-fold R² recomputed here from the stored out-of-fold table, the exported
+    fold as a parameter, a logged model and an observed-vs-predicted plot. Catches a missing
+    or mis-tagged run, a run outside its parent, and metrics that are not those of the stored
+    predictions."""
     client = models.tracking.client()
     experiment = client.get_experiment_by_name(SINGLE_GENE)
     runs = client.search_runs([experiment.experiment_id], max_results=500)

@@ -1,6 +1,7 @@
 """Enformer predictions per gene: every distinct personal haplotype through the model once."""
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -8,9 +9,7 @@ import pandas as pd
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import track_plot
 from apoe_assets.assets.sources import WEIGHTS_FILE
-from apoe_assets.enformer.convert import ConversionError
 from apoe_assets.enformer.features import tss_bins
-from apoe_assets.enformer.inference import Predictor
 from apoe_assets.enformer.predictions import PREDICTIONS_VERSION, GenePredictions, predict_gene
 from apoe_assets.enformer.runtime import MissingWeightsError
 from apoe_assets.enformer.targets import read_targets, resolve_tracks, track_descriptions
@@ -21,6 +20,10 @@ from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stage_settings import enformer_resource
 from apoe_assets.study import Study
+
+# heavy (JAX): imported on first use, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from apoe_assets.enformer.inference import Predictor
 
 GROUP = "enformer"
 HEAD = "human"
@@ -68,8 +71,10 @@ def check_one_path(config: Study, enformer: EnformerResource) -> None:
             f"change {', '.join(RUN_TIME_FIELDS)}.", allow_retries=False)
 
 
-def load_model(config: Study, enformer: EnformerResource) -> Predictor:
+def load_model(config: Study, enformer: EnformerResource) -> "Predictor":
     """The run's model; a configuration error fails at once (a retry could not fix it)."""
+    from apoe_assets.enformer.convert import ConversionError  # heavy (JAX), as above
+
     check_one_path(config, enformer)
     try:
         return enformer.predictor()
@@ -78,7 +83,7 @@ def load_model(config: Study, enformer: EnformerResource) -> Predictor:
                          ) from error
 
 
-def predict_one_gene(context: dg.AssetExecutionContext, config: Study, predictor: Predictor,
+def predict_one_gene(context: dg.AssetExecutionContext, config: Study, predictor: "Predictor",
                      gene: str, folder: SequenceFolder) -> tuple[GenePredictions, dict]:
     """Predict one gene's distinct haplotypes and assemble its per-sample feature."""
     model = predictor.config

@@ -8,6 +8,7 @@ eQTLs is not circular.
 
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -18,7 +19,6 @@ from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import embedded, png
 from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.features import tss_bins
-from apoe_assets.enformer.inference import Predictor
 from apoe_assets.enformer.targets import check_head_size, read_targets
 from apoe_assets.enformer.variant_effects import (
     SKIP_REASONS,
@@ -41,6 +41,10 @@ from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.study import Study
 
+# heavy (JAX): imported on first use, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from apoe_assets.enformer.inference import Predictor
+
 GROUP = "enformer"
 
 
@@ -56,7 +60,7 @@ def head_tracks(config: Study, head_size: int) -> pd.DataFrame:
     return table[["index", "description"]]
 
 
-def effect_settings(config: Study, predictor: Predictor) -> tuple[EffectSettings, pd.DataFrame]:
+def effect_settings(config: Study, predictor: "Predictor") -> tuple[EffectSettings, pd.DataFrame]:
     """The scoring settings of this study and model, and the head's track table. A track
     pattern that matches nothing fails at once, listing the closest descriptions."""
     settings = config.snp_effects
@@ -97,7 +101,7 @@ def effect_plot(effects: VariantEffects, title: str) -> dg.MetadataValue:
     return embedded(png(figure), title)
 
 
-def alt_model(config: Study, predictor: Predictor) -> FullForwards | Incremental:
+def alt_model(config: Study, predictor: "Predictor") -> FullForwards | Incremental:
     """Incremental SNV scoring when the study allows it (float32, no reverse-complement
     averaging, windows centred on the TSS), else a full forward per ALT."""
     settings = config.snp_effects
@@ -107,7 +111,7 @@ def alt_model(config: Study, predictor: Predictor) -> FullForwards | Incremental
     return FullForwards(predictor, reverse_complement=settings.reverse_complement)
 
 
-def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: Predictor,
+def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: "Predictor",
                model: FullForwards | Incremental, reference: ReferenceGenome, gene: pd.Series,
                genotypes: GenotypeMatrix) -> VariantEffects:
     """One gene's variant effects through ``model`` (one per run: its compiled functions serve

@@ -8,13 +8,16 @@ shared by every row that has it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from apoe_assets.enformer.inference import Predictor, ProgressCallback, unique_keys
 from apoe_assets.genomics.personal import SequenceFolder
+
+if TYPE_CHECKING:  # heavy (JAX): annotations only, so that loading the code location stays fast
+    from apoe_assets.enformer.inference import Predictor, ProgressCallback
 
 SEQUENCE_KEY = ("hash", "tss_index")
 """Manifest columns that together identify a model input."""
@@ -22,6 +25,21 @@ UNIQUE_COLUMN = "unique_sequence"
 """Column added to the manifest: the index of the row's unique model input."""
 READ_CHUNK = 64
 """Haplotypes read from the FASTA at a time (bounds memory at full length)."""
+
+
+def unique_keys(keys: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: the index of each key's first occurrence (in order of first
+    appearance) and, per input row, the position of its key among them."""
+    position: dict[Hashable, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(keys), np.int64)
+    for row, key in enumerate(keys):
+        slot = position.get(key)
+        if slot is None:
+            slot = position[key] = len(first)
+            first.append(row)
+        inverse[row] = slot
+    return np.asarray(first, np.int64), inverse
 
 
 def stream_model_inputs(folder: SequenceFolder, records: Sequence[str], length: int

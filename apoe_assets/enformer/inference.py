@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from apoe_assets.enformer.haplotypes import unique_keys
 from apoe_assets.enformer.model import ALPHABET, EnformerConfig, build
 from apoe_assets.genomics.onehot import IUPAC, as_codes, one_hot
 
@@ -104,21 +105,6 @@ def encode(sequence: SequenceInput, length: int, out: np.ndarray | None = None) 
         return one_hot(codes)[0]
     one_hot(codes, out=out[None])
     return out
-
-
-def unique_keys(keys: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
-    """``(first, inverse)``: the index of each key's first occurrence (in order of first
-    appearance) and, per input row, the position of its key among them."""
-    position: dict[Hashable, int] = {}
-    first: list[int] = []
-    inverse = np.empty(len(keys), np.int64)
-    for row, key in enumerate(keys):
-        slot = position.get(key)
-        if slot is None:
-            slot = position[key] = len(first)
-            first.append(row)
-        inverse[row] = slot
-    return np.asarray(first, np.int64), inverse
 
 
 class Predictor:

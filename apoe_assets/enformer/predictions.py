@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,11 @@ from apoe_assets.enformer.features import (
     combine_haplotypes,
     haplotype_feature,
 )
-from apoe_assets.enformer.haplotypes import SEQUENCE_KEY, stream_model_inputs
-from apoe_assets.enformer.inference import Predictor, ProgressCallback, unique_keys
+from apoe_assets.enformer.haplotypes import SEQUENCE_KEY, stream_model_inputs, unique_keys
 from apoe_assets.genomics.personal import SequenceFolder, sequence_hash
+
+if TYPE_CHECKING:  # heavy (JAX): annotations only, so that loading the code location stays fast
+    from apoe_assets.enformer.inference import Predictor, ProgressCallback
 
 PREDICTIONS_VERSION = "1"
 """Code version of the ``enformer_predictions`` outputs and features: bump it when they change

@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from apoe_assets.enformer.convert import load_params
-from apoe_assets.enformer.inference import (
-    DeviceKind,
-    Precision,
-    Predictor,
-    select_devices,
-)
+# JAX and Haiku are heavy: load_predictor imports them on first use, so that loading the code
+# location (which imports this module for its errors) stays fast
+if TYPE_CHECKING:
+    from apoe_assets.enformer.inference import DeviceKind, Precision, Predictor
 
 OFFICIAL_REPOSITORY = "EleutherAI/enformer-official-rough"
 """Hugging Face repository of the official weights (DeepMind's, ported to PyTorch)."""
@@ -58,9 +56,26 @@ def load_predictor(weights: str | os.PathLike[str] | None, *, head: str = "human
                    compilation_cache_dir: str | os.PathLike[str] | None = None) -> Predictor:
     """A :class:`Predictor` over the converted weights file ``weights`` on ``device``'s local
     devices (all of them, data-parallel)."""
+    from apoe_assets.enformer.convert import load_params
+    from apoe_assets.enformer.inference import Predictor, select_devices
+
     devices = select_devices(device)
     config, params = load_params(require_weights(weights))
     return Predictor(config, params, head=head, tracks=tracks, bins=bins,
                      batch_size=batch_size, precision=precision,
                      reverse_complement=reverse_complement, devices=devices,
                      compilation_cache_dir=compilation_cache_dir)
+
+
+def __getattr__(name: str) -> Any:
+    """The heavy names this module has always offered (``load_params``, ``Predictor``,
+    ``select_devices``, ``DeviceKind``, ``Precision``), imported on first use."""
+    if name == "load_params":
+        from apoe_assets.enformer import convert
+
+        return convert.load_params
+    if name in ("Predictor", "select_devices", "DeviceKind", "Precision"):
+        from apoe_assets.enformer import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,17 +34,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import enet_path
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from apoe_assets.ml.inner_cv import InnerSplit
 from apoe_assets.stats.prs import score
+
+# scikit-learn is heavy: imported on first use, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 L1_RATIO = 0.5
 N_LAMBDAS = 50
@@ -89,6 +89,10 @@ class ElasticNetFit:
 
 def preprocessing() -> Pipeline:
     """Mean imputation → standardisation (features in columns)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline([("impute", SimpleImputer(strategy="mean", keep_empty_features=True)),
                      ("scale", StandardScaler())])
 
@@ -107,6 +111,9 @@ def _descend(x: np.ndarray, y: np.ndarray, lam: float, coef: np.ndarray, l1_rati
              ) -> tuple[np.ndarray, bool]:
     """Weights of Fortran-ordered, centred ``x`` and centred ``y`` at ``lam`` by coordinate
     descent from ``coef`` (scikit-learn's ``enet_path``), and whether it converged."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import enet_path
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         _, coefs, _ = enet_path(x, y, l1_ratio=l1_ratio, alphas=np.array([lam]), coef_init=coef,

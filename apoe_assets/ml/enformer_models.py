@@ -21,10 +21,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from xgboost import XGBRegressor
 
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.folds import FOLD, fold_ids, inner_folds, split
@@ -32,6 +32,10 @@ from apoe_assets.ml.gene_models import SCORES
 from apoe_assets.ml.inner_cv import InnerSplit, inner_splits
 from apoe_assets.ml.metrics import model_metrics
 from apoe_assets.stats.residualise import Residualiser, explained_entirely
+
+# XGBoost is heavy: imported on first use, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from xgboost import XGBRegressor
 
 ENFORMER_MODELS = ("enformer_linear", "enformer_xgboost", "combined")
 FLANK_BINS = 2
@@ -138,6 +142,8 @@ def _apply(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _boosting(params: Mapping, seed: int) -> XGBRegressor:
+    from xgboost import XGBRegressor
+
     return XGBRegressor(**params, random_state=seed, n_jobs=1, tree_method="hist")
 
 

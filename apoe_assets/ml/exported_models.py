@@ -24,16 +24,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LinearRegression
 
 from apoe_assets.ml.enformer_models import EnformerModels
 from apoe_assets.ml.folds import FOLD, fold_ids
 from apoe_assets.ml.gene_models import SCORES
 from apoe_assets.ml.stacking import STACK, StackResult
 from apoe_assets.stats.eqtl import CisWindow
+
+# scikit-learn is heavy: imported on first use, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from sklearn.linear_model import LinearRegression
 
 EXPORT_TOLERANCE = 1e-6
 """Largest |exported − stored| prediction, relative to the observed spread, that
@@ -63,6 +67,8 @@ def linear_estimator(intercept: float, coefficients: Sequence[float], names: Seq
                      ) -> LinearRegression:
     """A fitted ``LinearRegression`` that predicts ``intercept + x @ coefficients`` from the
     columns ``names`` (the fit itself was made elsewhere)."""
+    from sklearn.linear_model import LinearRegression
+
     estimator = LinearRegression()
     estimator.coef_ = np.asarray(coefficients, dtype=np.float64)
     estimator.intercept_ = float(intercept)

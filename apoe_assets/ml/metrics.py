@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.stats
-import sklearn.metrics
 
 
 def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float:
@@ -40,6 +39,8 @@ def model_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, floa
     """MSE, R² (scikit-learn's ``r2_score``), Pearson r with its two-sided p-value and
     Spearman ρ of out-of-fold predictions; NaN throughout for no or NaN predictions (a skipped
     model), correlations NaN when either side is constant."""
+    import sklearn.metrics  # heavy: imported on first use, so the code location loads fast
+
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     if len(observed) == 0 or not np.isfinite(predicted).all():

@@ -80,21 +80,22 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.compose import TransformedTargetRegressor
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.linear_model import ElasticNet, Ridge
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import PolynomialFeatures, QuantileTransformer, StandardScaler
-from xgboost import XGBRegressor
 
 from apoe_assets.ml.folds import FOLD, FoldError, fold_ids, inner_folds, split
 from apoe_assets.ml.inner_cv import InnerSplit, held_out_targets, inner_splits
 from apoe_assets.ml.metrics import model_metrics
 from apoe_assets.stats.residualise import adjust_for_covariates, explained_entirely
+
+# scikit-learn and XGBoost are heavy: imported on first use (by the functions that build or fit
+# models), so that loading the code location stays fast
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBRegressor
 
 BASE_MODELS = ("ridge", "polynomial", "random_forest", "elastic_net", "xgboost")
 STACKING_VERSION = "1"
@@ -156,6 +157,8 @@ def model_seed(seed: int, fold: int, model: str) -> int:
 def preprocessing(n_fit: int, seed: int) -> list[tuple[str, BaseEstimator]]:
     """Unfitted quantile normalisation (to a normal) then z-scoring, for a fit of ``n_fit``
     samples."""
+    from sklearn.preprocessing import QuantileTransformer, StandardScaler
+
     return [("quantiles", QuantileTransformer(output_distribution="normal",
                                               n_quantiles=min(MAX_QUANTILES, n_fit),
                                               random_state=seed)),
@@ -166,6 +169,12 @@ def model_steps(model: str, params: Mapping[str, object], seed: int
                 ) -> list[tuple[str, BaseEstimator]]:
     """The unfitted steps of base ``model`` after the preprocessing, with ``params`` (one grid
     point) and :data:`FIXED`."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import ElasticNet, Ridge
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+    from xgboost import XGBRegressor
+
     params = {**FIXED.get(model, {}), **params}
     if model == "ridge":
         return [("model", Ridge(**params))]
@@ -185,6 +194,8 @@ def model_steps(model: str, params: Mapping[str, object], seed: int
 
 def meta_learner(n_models: int, seed: int) -> XGBRegressor:
     """The unfitted meta-learner over ``n_models`` base predictions."""
+    from xgboost import XGBRegressor
+
     return XGBRegressor(**META_PARAMS, monotone_constraints=(1,) * n_models, random_state=seed,
                         n_jobs=1, tree_method="hist")
 
@@ -377,6 +388,8 @@ def _tune(model: str, grid: Mapping[str, Sequence], prepared: Sequence[_Prepared
           ) -> tuple[dict, dict[str, float], np.ndarray]:
     """The grid point with the smallest mean inner MSE (ties: the first), every point's mean
     inner MSE, and the chosen point's inner out-of-fold predictions (training order)."""
+    from sklearn.pipeline import Pipeline
+
     best, best_mse, best_oof, scores = None, math.inf, None, {}
     for params in _grid_points(grid):
         errors, oof = [], np.full(n_train, np.nan)
@@ -403,6 +416,8 @@ def fit_stack_fold(x_train: pd.DataFrame, y_train: np.ndarray, x_test: pd.DataFr
     the rows actually passed to each fit, so a caller who passes overlapping sets gets records
     that :func:`fold_leaks` flags.
     """
+    from sklearn.pipeline import Pipeline
+
     names = np.asarray(x_train.index, dtype=object)
     train_set = frozenset(names.tolist())
     test = tuple(x_test.index)

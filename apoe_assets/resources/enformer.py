@@ -6,13 +6,15 @@ science lives in :mod:`apoe_assets.enformer`; this only configures and caches it
 """
 
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from apoe_assets.enformer.inference import Predictor
 from apoe_assets.enformer.runtime import load_predictor, require_weights
+
+if TYPE_CHECKING:  # heavy (JAX): the model loads on first use, so the code location loads fast
+    from apoe_assets.enformer.inference import Predictor
 
 
 class EnformerResource(dg.ConfigurableResource):
@@ -35,7 +37,7 @@ class EnformerResource(dg.ConfigurableResource):
     _predictor: Any = PrivateAttr(default=None)
     _loads: int = PrivateAttr(default=0)
 
-    def predictor(self) -> Predictor:
+    def predictor(self) -> "Predictor":
         """The loaded model (compiled per selection on first use), built once and cached."""
         if self._predictor is None:
             started = time.perf_counter()

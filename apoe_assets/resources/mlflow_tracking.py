@@ -78,18 +78,10 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import mlflow
-import mlflow.sklearn
-import mlflow.xgboost
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import Field
 
 from apoe_assets.ml.tracking import (
@@ -116,6 +108,11 @@ from apoe_assets.ml.tracking import (
     run_tags,
 )
 from apoe_assets.study import Study
+
+# MLflow (and scikit-learn, XGBoost, skops) are heavy: each method imports what it uses on first
+# call, so that loading the code location stays fast
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHECK_TIMEOUT_S = 5
 LOCAL_UI = "http://127.0.0.1:5000"
@@ -171,6 +168,8 @@ class MlflowTracking(dg.ConfigurableResource):
         return f"{self.experiment_prefix}{experiment}"
 
     def client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def check_reachable(self) -> None:
@@ -193,6 +192,8 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def experiment_id(self, experiment: str) -> str:
         """The ID of ``experiment_prefix + experiment``, created when missing."""
+        from mlflow.exceptions import MlflowException
+
         client = self.client()
         name = self.experiment_name(experiment)
         found = client.get_experiment_by_name(name)
@@ -250,6 +251,9 @@ class MlflowTracking(dg.ConfigurableResource):
                           artifact_path: str = MODEL_ARTIFACT) -> str:
         """Register the model of ``run_id`` as a new version of ``<gene>-expression`` and
         point its ``champion`` alias at it; returns the version."""
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+
         self.check_reachable()
         client = self.client()
         run = client.get_run(run_id)
@@ -275,6 +279,8 @@ class MlflowTracking(dg.ConfigurableResource):
     def clear_champion(self, gene: str) -> bool:
         """Remove the ``champion`` alias of ``<gene>-expression`` (its versions stay); whether
         there was one."""
+        from mlflow.exceptions import MlflowException
+
         self.check_reachable()
         client = self.client()
         name = registered_model_name(gene)
@@ -307,6 +313,10 @@ class MlflowTracking(dg.ConfigurableResource):
     def load_model(self, model_uri: str) -> Any:
         """A logged or registered model (``models:/<gene>-expression@champion``,
         ``runs:/<run>/model``) as its estimator, loaded without unpickling anything."""
+        import mlflow.artifacts
+        import mlflow.xgboost
+        from mlflow.models import Model
+
         with tempfile.TemporaryDirectory() as folder, _fluent_uri(self.tracking_uri):
             # models:/ URIs resolve through the global registry URI, whatever is passed here
             local = Path(mlflow.artifacts.download_artifacts(
@@ -368,6 +378,8 @@ class ParentRun:
                       plots: Mapping[str, Any] | None = None,
                       tags: Mapping[str, Any] | None = None) -> str:
         """A model run (FINISHED) with everything given; see the module docstring."""
+        from mlflow.entities import Metric, Param
+
         flat_params = param_values(params)
         pooled = pooled_metric_values(pooled_metrics)
         series = fold_metric_steps(fold_metrics)
@@ -397,6 +409,9 @@ class ParentRun:
                              tags: Mapping[str, Any] | None = None) -> str:
         """A model run that ends FAILED, carrying ``error`` (tag ``error`` and
         ``error.txt``) and whatever ``params`` the fit was given."""
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+
         flat_params = param_values(params or {})
         run_id = self._create(gene, model_name, tags)
         client = self.tracking.client()
@@ -416,6 +431,8 @@ class ParentRun:
         _log_plots(self.tracking.client(), self.run_id, plots)
 
     def _create(self, gene: str, model_name: str, tags: Mapping[str, Any] | None) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         all_tags = run_tags(self.dagster_run_id, self.asset_key, {**self._tags, **(tags or {})})
         all_tags |= {MLFLOW_PARENT_RUN_ID: self.run_id, TAG_GENE: gene, TAG_MODEL: model_name,
                      TAG_ROLE: ROLE_MODEL}
@@ -426,7 +443,10 @@ class ParentRun:
 
 def _log_model(model: Any, input_example: pd.DataFrame) -> str:
     """Log ``model`` to the active run in its flavour, without pickle; its logged-model ID."""
+    import mlflow.sklearn
+    import mlflow.xgboost
     import xgboost
+    from mlflow.models import infer_signature
     from sklearn.base import BaseEstimator
 
     signature = infer_signature(input_example, model.predict(input_example))
@@ -466,6 +486,8 @@ def _log_plots(client: MlflowClient, run_id: str, plots: Mapping[str, Any]) -> N
 def _end_failed(client: MlflowClient, run_id: str, error: BaseException | str) -> None:
     """End a run FAILED (KILLED for an interrupt) with the error as tag and artifact, never
     raising: the caller is already handling an error."""
+    from mlflow.entities import RunTag
+
     status = "FAILED" if not isinstance(error, BaseException) or isinstance(
         error, Exception) else "KILLED"
     with suppress(Exception):
@@ -482,6 +504,8 @@ def _active(client: MlflowClient, run_id: str) -> Iterator[None]:
     """``run_id`` as MLflow's active run for the block (a model logged without an active run
     lands in the Default experiment in MLflow 3.17), then ended FINISHED, or FAILED with the
     error when the block raises."""
+    import mlflow
+
     mlflow.start_run(run_id=run_id)
     try:
         yield
@@ -498,6 +522,7 @@ def _fluent_uri(uri: str) -> Iterator[None]:
     """MLflow's process-wide tracking URI set to ``uri`` for the block, then restored exactly:
     unset stays unset (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``, and
     restoring the *resolved* URI would pin it and hide later changes of that variable)."""
+    import mlflow
     from mlflow.tracking._tracking_service import utils
 
     previous = getattr(utils, "_tracking_uri", None)
