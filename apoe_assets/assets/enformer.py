@@ -29,6 +29,9 @@ GROUP = "enformer"
 HEAD = "human"
 POOL = "accelerator"
 """Concurrency pool: one accelerator, one Enformer step at a time (limit in dagster.yaml)."""
+ACCELERATOR_RETRIES = dg.RetryPolicy(max_retries=2, delay=30)
+"""Enformer steps retry what can pass on its own (a device lost or out of memory); errors of
+the study's settings raise ``dg.Failure(allow_retries=False)`` and fail at once."""
 
 
 def selected_tracks(config: Study, head_size: int) -> pd.DataFrame:
@@ -115,7 +118,7 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         partitions_def=parts.genes,
         kinds={"jax"},
         pool=POOL,
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+        retry_policy=ACCELERATOR_RETRIES,
         backfill_policy=parts.gene_backfill,
         deps=[WEIGHTS_FILE],
         code_version=PREDICTIONS_VERSION,

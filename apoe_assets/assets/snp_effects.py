@@ -14,7 +14,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from apoe_assets.assets.enformer import HEAD, POOL, load_model, selected_tracks
+from apoe_assets.assets.enformer import ACCELERATOR_RETRIES, HEAD, POOL, load_model, selected_tracks
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import embedded, png
 from apoe_assets.assets.sources import WEIGHTS_FILE
@@ -170,6 +170,7 @@ def snp_effect_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         ins={"genotypes": dg.AssetIn(partition_mapping=parts.gene_chromosome)},
         kinds={"jax", "pandas"},
         pool=POOL,
+        retry_policy=ACCELERATOR_RETRIES,
         deps=["reference_genome", WEIGHTS_FILE],
         code_version=SNP_EFFECTS_VERSION,
         backfill_policy=parts.gene_backfill,
