@@ -75,9 +75,10 @@ def _metadata(results: list[dg.ExecuteInProcessResult]) -> dict[tuple[str, str],
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     folder = tmp_path_factory.mktemp("ranges")
-    one = demo_copy(folder, genes=GENES, genes_per_run=len(GENES), **CHEAP)
+    one = demo_copy(folder, genes=GENES, genes_per_run=1, **CHEAP)  # make demo: one a run
     ranged = folder / "ranged.yaml"  # the same study and MLflow store, another storage root
     ranged.write_text(yaml.safe_dump({**yaml.safe_load(one.read_text()),
+                                      "genes_per_run": len(GENES),
                                       "storage_root": str(folder / "ranged")}, sort_keys=False))
     roots = [Path(load_study(s).storage_root) for s in (one, ranged)]
     defs = [build_definitions(load_study(s)) for s in (one, ranged)]
