@@ -22,9 +22,9 @@ from upath import UPath
 
 from apoe_assets.definitions import build_definitions
 from apoe_assets.demo.enformer_component import ENFORMER_GENES
+from apoe_assets.enformer.convert import load_params
 from apoe_assets.enformer.features import tss_bins
 from apoe_assets.enformer.model import build
-from apoe_assets.enformer.runtime import load_params
 from apoe_assets.enformer.targets import read_targets
 from apoe_assets.enformer.variant_effects import COLUMNS, VariantEffects
 from apoe_assets.genomics.coordinates import Interval

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -66,16 +66,3 @@ def load_predictor(weights: str | os.PathLike[str] | None, *, head: str = "human
                      reverse_complement=reverse_complement, devices=devices,
                      compilation_cache_dir=compilation_cache_dir)
 
-
-def __getattr__(name: str) -> Any:
-    """The heavy names this module has always offered (``load_params``, ``Predictor``,
-    ``select_devices``, ``DeviceKind``, ``Precision``), imported on first use."""
-    if name == "load_params":
-        from apoe_assets.enformer import convert
-
-        return convert.load_params
-    if name in ("Predictor", "select_devices", "DeviceKind", "Precision"):
-        from apoe_assets.enformer import inference
-
-        return getattr(inference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
