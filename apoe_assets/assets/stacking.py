@@ -3,7 +3,10 @@ feature (and, with ``stacking.genotype_scores``, every gene's genotype scores), 
 models and a meta-learner per outer fold, every prediction out of fold and checked for leakage
 gene by gene (:mod:`apoe_assets.ml.stacking`)."""
 
+import contextlib
+import functools
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
@@ -30,6 +33,7 @@ from apoe_assets.ml.stacking import (
 )
 from apoe_assets.ml.stacking_inputs import StackingInputs, stacking_inputs, stacking_table
 from apoe_assets.ml.tracking import MULTI_GENE_STACKING, inputs_digest
+from apoe_assets.parallel import available_cores, process_pool
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING
@@ -41,38 +45,54 @@ METRICS_SHOWN = ["r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se"]
 
 
 def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: StackingInputs,
-                covariates: pd.DataFrame, folds: pd.Series
+                covariates: pd.DataFrame, folds: pd.Series, processes: int | None = None
                 ) -> tuple[dict[str, StackResult], dict[str, float]]:
     """:func:`stack_gene` for every target gene of ``inputs`` with the study's inner folds and
-    seed, each result checked by :func:`check_no_leakage`; progress logged per gene. Returns
+    seed, each result checked by :func:`check_no_leakage`; progress logged per gene. Genes
+    are fitted in ``processes`` worker processes (default: one per available core; 1: in this
+    process), each gene seeded on its own, so the results do not depend on how many. Returns
     the results (gene → :class:`StackResult`: predictions, fitted models per fold, metrics,
-    provenance) and the seconds per gene."""
-    results, seconds = {}, {}
+    provenance; in the order of ``inputs.targets``) and the seconds per gene."""
+    processes = min(processes or available_cores(), len(inputs.targets)) or 1
+    fit = functools.partial(_stack_timed, inputs.features, covariates=covariates, folds=folds,
+                            fold_features=inputs.fold_features,
+                            n_inner_folds=config.prs.inner_folds, seed=config.seed)
     total = len(inputs.targets)
     width = inputs.features.shape[1] + (0 if inputs.fold_features is None else
                                         inputs.fold_features.shape[1] - 3)
+    results, seconds = {}, {}
     started_all = time.perf_counter()
-    for number, (gene, target) in enumerate(inputs.targets.items(), start=1):
-        started = time.perf_counter()
-        result = stack_gene(inputs.features, target, folds, covariates=covariates,
-                            fold_features=inputs.fold_features, gene_id=gene,
-                            n_inner_folds=config.prs.inner_folds, seed=config.seed)
-        try:
-            check_no_leakage(result)
-        except LeakageError as error:
-            raise dg.Failure(f"{gene}: multi-gene stacking leaks: {error}",
-                             allow_retries=False) from error
-        results[gene], seconds[gene] = result, time.perf_counter() - started
-        for note in result.notes:
-            context.log.warning(note if note.startswith(gene) else f"{gene}: {note}")
-        r2 = result.metrics()["r2"]
-        elapsed = time.perf_counter() - started_all
-        summary = (f"R² stack {r2[STACK]:.3f}, best base {r2.drop(STACK).idxmax()} "
-                   f"{r2.drop(STACK).max():.3f}" if result.scored else "not scored")
-        context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} features "
-                         f"in {seconds[gene]:.1f} s; {summary}; about "
-                         f"{elapsed / number * (total - number):.0f} s to go")
+    genes, targets = list(inputs.targets), list(inputs.targets.values())
+    with contextlib.ExitStack() as stack:
+        if processes == 1:
+            done: Iterator = map(fit, targets, genes)
+        else:
+            done = stack.enter_context(process_pool(processes)).map(fit, targets, genes)
+        for number, (gene, result, elapsed) in enumerate(done, start=1):
+            try:
+                check_no_leakage(result)
+            except LeakageError as error:
+                raise dg.Failure(f"{gene}: multi-gene stacking leaks: {error}",
+                                 allow_retries=False) from error
+            results[gene], seconds[gene] = result, elapsed
+            for note in result.notes:
+                context.log.warning(note if note.startswith(gene) else f"{gene}: {note}")
+            r2 = result.metrics()["r2"]
+            so_far = time.perf_counter() - started_all
+            summary = (f"R² stack {r2[STACK]:.3f}, best base {r2.drop(STACK).idxmax()} "
+                       f"{r2.drop(STACK).max():.3f}" if result.scored else "not scored")
+            context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} "
+                             f"features in {elapsed:.1f} s; {summary}; about "
+                             f"{so_far / number * (total - number):.0f} s to go")
     return results, seconds
+
+
+def _stack_timed(features: pd.DataFrame, target: pd.Series, gene: str, **settings: object
+                 ) -> tuple[str, StackResult, float]:
+    """:func:`stack_gene` of one gene (a worker process's task) and its seconds."""
+    started = time.perf_counter()
+    result = stack_gene(features, target, gene_id=gene, **settings)
+    return gene, result, time.perf_counter() - started
 
 
 def stacking_metrics(results: dict[str, StackResult]) -> pd.DataFrame:
