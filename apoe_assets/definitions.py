@@ -18,6 +18,7 @@ from apoe_assets.assets.sequences import sequence_assets, sequence_checks
 from apoe_assets.assets.snp_effects import snp_effect_assets
 from apoe_assets.assets.sources import source_assets
 from apoe_assets.assets.stacking import stacking_assets
+from apoe_assets.assets.truth import truth_assets, truth_resources
 from apoe_assets.orchestration.automation import automation_definitions, with_automation
 from apoe_assets.partitions import study_partitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
@@ -42,13 +43,15 @@ def build_definitions(study: Study) -> dg.Definitions:
         *source_assets(parts), *ingestion_assets(parts), cv_folds, *locus_assets(parts),
         *sequence_assets(parts), *eqtl_assets(parts), *prs_assets(parts),
         *enformer_assets(parts), *model_assets(parts), *stacking_assets(parts),
-        *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts)])
+        *comparison_assets(parts), *snp_effect_assets(parts), *overlap_assets(parts),
+        *truth_assets(study)])
     checks = [*ingestion_checks(parts), *sequence_checks(parts)]
     resources = {
         "io_manager": AssetStorage(root=study.storage_root),
         "study": StudyResource(path=str(study.source)),
         "enformer": enformer_resource(study),
         "mlflow": MlflowTracking.from_study(study),
+        **truth_resources(study),
     }
     graph = dg.Definitions(assets=assets, asset_checks=checks,
                            resources=resources).resolve_asset_graph()

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from scipy.stats import rankdata
 from sklearn.metrics import r2_score
 from threadpoolctl import threadpool_limits
 
@@ -238,7 +239,8 @@ def test_a_launchpad_override_of_a_prediction_setting_is_refused(backfill: Backf
 
 
 MODEL_ASSETS = ("expression", "covariates", "cv_folds", "cis_eqtl", "prs_scores", "prs_weights",
-                "prs_fold_scores", "gene_models", "multi_gene_stacking", "model_comparison")
+                "prs_fold_scores", "gene_models", "multi_gene_stacking", "model_comparison",
+                "truth_recovery")
 
 
 @dataclass(frozen=True)
@@ -594,6 +596,31 @@ def test_model_comparison_r2_is_recomputed_from_the_stored_tables(models: Models
     assert metadata["r2_plot_file"] == str(plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert metadata["r2_plot"].startswith("![R² by gene and model](data:image/png;base64,")
+
+
+def test_truth_recovery_sets_the_planted_truth_beside_the_stored_results(models: Models
+                                                                        ) -> None:
+    """``truth_recovery`` (demo only) per gene: the planted shares of ``truth/genes.tsv``, the
+    best genotype-model R² of the stored comparison, and the best rank of a planted causal
+    variant in the stored all-samples scan, recomputed here with SciPy's ``rankdata``."""
+    table = models.stored("truth_recovery").set_index("gene")
+    assert table.index.tolist() == GENES
+    truth = load_study(models.study_file).truth
+    planted = pd.read_csv(truth / "genes.tsv", sep="\t").set_index("gene_id")
+    causal = pd.read_csv(truth / "causal_variants.tsv", sep="\t")
+    comparison = models.stored("model_comparison")
+    for gene, row in table.iterrows():
+        assert row["h2_realised"] == planted.loc[row["gene_id"], "h2_realised"]
+        genotype = comparison[(comparison["gene"] == gene) & comparison["model"].isin(MODELS)]
+        assert row["r2_genotype"] == genotype["r2"].max()
+        scan = pd.read_parquet(models.storage / "cis_eqtl" / f"{gene}.parquet")
+        scan = scan[scan["fold"].isna()]
+        ranks = rankdata(scan["pval_nominal"], method="min")
+        planted_here = scan["variant_id"].isin(
+            causal.loc[causal["gene_id"] == row["gene_id"], "variant_id"]).to_numpy()
+        assert planted_here.any()  # the demo plants SNPs in APOE and APOC1
+        assert row["best_causal_rank"] == ranks[planted_here].min()
+    assert models.metadata("truth_recovery")["recovery_plot"].startswith("![planted vs")
 
 
 @pytest.mark.e2e

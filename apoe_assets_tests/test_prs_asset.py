@@ -97,7 +97,8 @@ def test_metadata_carries_thresholds_and_r2(materialised, demo: Demo) -> None:
         assert metadata[f"r2_{model}"].value == pytest.approx(metrics.loc[model, "r2"])
         assert model in metadata["metrics"].value
     assert "pt_threshold" in metadata["folds"].value
-    assert metadata["h2_realised"].value == pytest.approx(demo.truth.loc[GENE, "h2_realised"])
+    # the demo's planted truth reaches truth_recovery only, never a real asset's metadata
+    assert not {"h2_planted", "h2_realised"} & set(metadata)
     assert metadata["prediction_plot"].value.startswith("![")
     assert "prs_weights" in events
 

@@ -12,7 +12,6 @@ import pandas as pd
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import locus_plot, qq_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
-from apoe_assets.genomics.truth import causal_positions
 from apoe_assets.ml.fold_scans import fingerprint_digest, scan_folds
 from apoe_assets.ml.folds import FOLD
 from apoe_assets.partitions import StudyPartitions
@@ -79,8 +78,7 @@ def gene_scan(config: Study, gene: pd.Series, genotypes: GenotypeMatrix,
         "fingerprint_digest": fingerprint_digest(table),
         "notes": "; ".join(notes) or "none",
         "locus_plot": locus_plot(full.table["pos"].to_numpy(), pvalues, title,
-                                 tss=int(gene["tss"]) + 1,
-                                 marked=causal_positions(config.truth, str(gene["gene_id"]))),
+                                 tss=int(gene["tss"]) + 1),
         "qq_plot": qq_plot(pvalues, f"{gene.name} QQ"),
         "seconds": round(time.perf_counter() - started, 2),
         "preview": preview(full.table.sort_values("pval_nominal")),

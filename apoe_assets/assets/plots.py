@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
 
 import dagster as dg
 import matplotlib
@@ -37,18 +36,12 @@ def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
     return embedded(png(figure), title)
 
 
-def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int | None = None,
-               marked: Sequence[int] = ()) -> dg.MetadataValue:
-    """Position (Mb) against −log10 p; ``marked`` positions (e.g. planted causal SNPs) ringed,
-    the TSS as a dashed line."""
+def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int | None = None
+               ) -> dg.MetadataValue:
+    """Position (Mb) against −log10 p, the TSS as a dashed line."""
     figure, axes = plt.subplots(figsize=(7, 3))
     score = -np.log10(np.clip(pvalues, 1e-300, 1))
     axes.scatter(positions / 1e6, score, s=6, color="#4a6fa5", linewidths=0)
-    marked_mask = np.isin(positions, np.asarray(marked))
-    if marked_mask.any():
-        axes.scatter(positions[marked_mask] / 1e6, score[marked_mask], s=60,
-                     facecolors="none", edgecolors="#d1495b", label="planted causal")
-        axes.legend(frameon=False, loc="upper right")
     if tss is not None:
         axes.axvline(tss / 1e6, color="grey", linestyle="--", linewidth=0.8)
     axes.set(xlabel="position (Mb)", ylabel="−log10 p", title=title)
@@ -168,4 +161,29 @@ def r2_heatmap(r2: pd.DataFrame, title: str) -> plt.Figure:
     axes.set_yticks(range(r2.shape[0]), [str(g) for g in r2.index], fontsize=8)
     figure.colorbar(image, ax=axes, label="out-of-fold R²", shrink=0.8)
     axes.set_title(title, fontsize=9)
+    return figure
+
+
+def recovery_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Planted share of expression variance against out-of-fold R² recovered, per gene: SNPs
+    (``h2_realised``) against the best genotype model, the Enformer component
+    (``enformer_realised``) against the best Enformer model; each gene labelled, the identity
+    line dashed (a model can at best explain what was planted, up to sampling noise)."""
+    pairs = (("h2_realised", "r2_genotype", "planted SNP share", "best genotype model R²"),
+             ("enformer_realised", "r2_enformer", "planted Enformer share",
+              "best Enformer model R²"))
+    figure, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
+    for panel, (planted, recovered, xlabel, ylabel) in zip(axes[0], pairs, strict=True):
+        x, y = table[planted].to_numpy(float), table[recovered].to_numpy(float)
+        panel.scatter(x, y, s=18, color="#4a6fa5", linewidths=0)
+        for gene, gx, gy in zip(table["gene"], x, y, strict=True):
+            if np.isfinite(gx) and np.isfinite(gy):
+                panel.annotate(str(gene), (gx, gy), fontsize=6, xytext=(2, 2),
+                               textcoords="offset points")
+        finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)], [0.0, 0.05]])
+        low, high = min(finite.min(), 0.0), finite.max()
+        panel.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=0.8)
+        panel.axhline(0.0, color="grey", linewidth=0.5)
+        panel.set(xlabel=xlabel, ylabel=ylabel)
+    figure.suptitle(title)
     return figure

@@ -20,7 +20,6 @@ from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import prediction_plot, threshold_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
-from apoe_assets.genomics.truth import planted_genes
 from apoe_assets.ml.fold_scans import stored_fold_scans
 from apoe_assets.ml.folds import FOLD, fold_ids
 from apoe_assets.ml.gene_models import (
@@ -37,11 +36,9 @@ from apoe_assets.stats.eqtl import cis_window
 from apoe_assets.study import Study
 
 GROUP = "statistics"
-TRUTH_COLUMNS = ("h2_planted", "h2_realised")
 
 
-def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, seconds: float
-              ) -> dict:
+def _metadata(result: GeneModels, partition: str, seconds: float) -> dict:
     metrics = result.metrics()
     summary = result.fold_summary()
     best = str(metrics["r2"].idxmax()) if metrics["r2"].notna().any() else "none"
@@ -52,7 +49,6 @@ def _metadata(result: GeneModels, partition: str, truth: pd.Series | None, secon
         **scalars({f"r2_{m}": metrics.loc[m, "r2"] for m in MODELS}),
         **scalars({f"pearson_r_{m}": metrics.loc[m, "pearson_r"] for m in MODELS}),
         "best_model": best,
-        **scalars({k: truth[k] for k in TRUTH_COLUMNS} if truth is not None else {}),
         "folds": dg.MetadataValue.md(summary.to_markdown(floatfmt=".4g")),
         "pt_thresholds": ", ".join(f"{f}: {t:g}" for f, t in summary["pt_threshold"].items()),
         "pt_index_snps": ", ".join(f"{f}: {n}" for f, n in summary["pt_index_snps"].items()),
@@ -139,17 +135,14 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
         tables = by_partition(cis_eqtl, genes)
-        truth = planted_genes(config.truth)
         scores, weights, fold_scores = ByPartition(), ByPartition(), ByPartition()
         for key in genes:
             gene = gene_row(gene_annotation, key)
             result, seconds = fit_gene(context, config, gene, chromosomes[gene["chrom"]],
                                        expression, covariates, cv_folds[FOLD], tables[key])
-            truth_row = (truth.loc[gene["gene_id"]]
-                         if truth is not None and gene["gene_id"] in truth.index else None)
             scores[key], weights[key] = result.predictions, result.weight_table()
             fold_scores[key] = result.stacking_scores()
-            context.add_asset_metadata(_metadata(result, key, truth_row, seconds),
+            context.add_asset_metadata(_metadata(result, key, seconds),
                                        asset_key="prs_scores", partition_key=key)
             context.add_asset_metadata(weights_metadata(weights[key]),
                                        asset_key="prs_weights", partition_key=key)
