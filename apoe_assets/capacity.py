@@ -18,7 +18,8 @@ For N samples × G genes at the study's window (its Enformer's input length):
   from ``bench_gene_models.py`` (:data:`GENE_MODEL_SECONDS` for 838 samples × 15,940 window
   variants), scaled by samples × variants.
 - **Storage**: personal sequences (bgzipped FASTA, about a third of a byte per base), Enformer
-  predictions (float32, output bins × tracks kept, per distinct haplotype) and SNP-effect rows.
+  predictions (float32, output bins × tracks kept, per distinct haplotype) and SNP effects
+  (a row per variant and a float32 per track).
 - **Cost**: device-hours and CPU-hours at the prices given (defaults are assumptions, printed).
 """
 
@@ -45,9 +46,10 @@ ALT_SLICE_BINS = 12
 """Tower bins an incremental ALT recomputes (``enformer.incremental``)."""
 SEQUENCE_BYTES_PER_BASE = 1 / 3
 """Bgzipped FASTA of personal haplotypes (``bench_personal_sequences.py``)."""
-EFFECT_ROW_BYTES = 96
-"""One SNP-effect row per (variant, track): an estimate (a dozen 8-byte columns, before
-Parquet's compression)."""
+EFFECT_BYTES_PER_VARIANT, EFFECT_BYTES_PER_TRACK = 170, 4
+"""Stored ``snp_effects`` per variant: its row of effects and ranks (measured on the demo:
+192 KB for 1,110 variants and one track, per-gene files included) plus a float32 SAD per
+track kept."""
 DEFAULT_GPU_PRICE, DEFAULT_CPU_PRICE = 3.0, 0.05
 """Assumed USD per GPU-hour and per CPU core-hour."""
 
@@ -144,7 +146,8 @@ def plan(workload: Workload, cost: ModelCost, device: str, flops_per_second: flo
         "personal_sequences": 2 * workload.samples * workload.genes * cost.sequence_length
         * SEQUENCE_BYTES_PER_BASE,
         "enformer_predictions": forwards * cost.output_bins * workload.tracks * 4,
-        "snp_effects": alts * workload.tracks * EFFECT_ROW_BYTES,
+        "snp_effects": alts * (EFFECT_BYTES_PER_VARIANT
+                               + EFFECT_BYTES_PER_TRACK * workload.tracks),
     }
     total = device_hours * device_price + cpu_hours * cpu_price
     return Plan(forwards, alts, flops, device_hours, device, projected, cpu_hours, storage,
@@ -161,8 +164,9 @@ def _size(n: float) -> str:
 
 
 def measured_distinct_fraction(storage_root: Path) -> float | None:
-    """Distinct model inputs / haplotypes over the stored ``personal_sequences`` manifests
-    (None when none is stored)."""
+    """Distinct haplotypes / haplotypes over the stored ``personal_sequences`` manifests (None
+    when none is stored): an upper bound, as haplotypes that differ only outside the model
+    window are one model input too."""
     from apoe_assets.enformer.predictions import distinct_sequences
     from apoe_assets.genomics.personal import MANIFEST_NAME
 

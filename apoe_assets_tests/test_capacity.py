@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from apoe_assets.capacity import (
-    EFFECT_ROW_BYTES,
+    EFFECT_BYTES_PER_TRACK,
+    EFFECT_BYTES_PER_VARIANT,
     GENE_MODEL_SAMPLES,
     GENE_MODEL_SECONDS,
     GENE_MODEL_VARIANTS,
@@ -43,7 +44,7 @@ def test_plan_arithmetic_by_hand() -> None:
     assert result.storage_bytes == pytest.approx({
         "personal_sequences": 200 * 10 * 1000 * SEQUENCE_BYTES_PER_BASE,
         "enformer_predictions": 600 * 8 * 2 * 4,
-        "snp_effects": 500 * 2 * EFFECT_ROW_BYTES})
+        "snp_effects": 500 * (EFFECT_BYTES_PER_VARIANT + 2 * EFFECT_BYTES_PER_TRACK)})
     assert result.cost == pytest.approx(result.device_hours * 4.0
                                         + result.gene_model_cpu_hours * 0.5)
     assert "GPU hours (projection)" in result.table()["quantity"].tolist()
