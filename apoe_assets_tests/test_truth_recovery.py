@@ -32,7 +32,9 @@ def _case() -> tuple[PlantedTruth, pd.DataFrame, dict[str, pd.DataFrame], pd.Dat
     genes = pd.DataFrame({"partition_key": ["A", "B", "C", "D"],
                           "gene_id": ["G1", "G2", "G3", "G4"]})
     scans = {
-        "A": pd.DataFrame({"variant_id": ["a1", "a2", "a3"], "pval_nominal": [0.5, 1e-8, 0.01]}),
+        # the causal a2 ties with a0 (listed first) for the lead
+        "A": pd.DataFrame({"variant_id": ["a0", "a1", "a2", "a3"],
+                           "pval_nominal": [1e-8, 0.5, 1e-8, 0.01]}),
         # b1 leads; the causal b3 ties with b2 for second; b9 was never tested
         "B": pd.DataFrame({"variant_id": ["b1", "b2", "b3"], "pval_nominal": [1e-6, 1e-5, 1e-5]}),
         "C": pd.DataFrame({"variant_id": ["c1"], "pval_nominal": [0.2]}),
@@ -46,12 +48,13 @@ def _case() -> tuple[PlantedTruth, pd.DataFrame, dict[str, pd.DataFrame], pd.Dat
 
 
 def test_recovery_table_on_a_hand_made_case() -> None:
-    """Lead, ranks (ties share the best), untested causal variants, best R² per model kind
-    and genes without a scan (left out), each as worked out by hand."""
+    """Lead, ranks (ties share the best; a causal variant tied for the lead counts as the
+    lead), untested causal variants, best R² per model kind and genes without a scan (left
+    out), each as worked out by hand."""
     table = recovery_table(*_case(), GENOTYPE, ENFORMER, STACK).set_index("gene")
     assert table.index.tolist() == ["A", "B", "C"]
     assert table.loc["A", ["lead_variant", "lead_is_causal", "best_causal_rank"]].tolist() == [
-        "a2", True, 1.0]
+        "a0", True, 1.0]
     assert table.loc["B", ["lead_variant", "lead_is_causal", "best_causal_rank", "n_causal",
                            "causal_tested"]].tolist() == ["b1", False, 2.0, 2, 1]
     assert not table.loc["C", "lead_is_causal"] and np.isnan(table.loc["C", "best_causal_rank"])

@@ -50,7 +50,8 @@ def recovery_table(truth: PlantedTruth, genes: pd.DataFrame, scans: Mapping[str,
     planted beside what was recovered (:data:`RECOVERY_COLUMNS`). ``comparison`` holds the
     pooled out-of-fold R² per (``gene``, ``model``); a model absent there gives NaN. Ranks
     are 1 for the smallest p (ties share the best rank); a causal variant not tested (e.g.
-    below the MAF threshold) has no rank."""
+    below the MAF threshold) has no rank. ``lead_is_causal``: a causal variant has rank 1
+    (``lead_variant``, the first of the smallest p, may be another variant in perfect LD)."""
     r2 = comparison.set_index(["gene", "model"])["r2"]
     rows = []
     for key, gene_id in zip(genes["partition_key"], genes["gene_id"], strict=True):
@@ -68,7 +69,8 @@ def recovery_table(truth: PlantedTruth, genes: pd.DataFrame, scans: Mapping[str,
             **{c: float(planted[c]) if planted is not None else np.nan
                for c in ("h2_realised", "enformer_realised", "cross_gene_realised")},
             "n_causal": len(causal), "causal_tested": int(is_causal.sum()),
-            "lead_variant": lead, "lead_is_causal": lead in causal,
+            "lead_variant": lead,
+            "lead_is_causal": bool(is_causal.any() and ranks[is_causal].min() == 1),
             "best_causal_rank": float(ranks[is_causal].min()) if is_causal.any() else np.nan,
             "r2_genotype": _best(r2, key, genotype_models),
             "r2_enformer": _best(r2, key, enformer_models),
