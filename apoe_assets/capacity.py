@@ -197,18 +197,15 @@ def study_config(study):
     return load_params(study.enformer.weights)[0] if study.enformer.weights else EnformerConfig()
 
 
-def study_workload(study, full_model: bool = False, **given: float | None) -> Workload:
-    """The workload of ``study``; each :class:`Workload` field in ``given`` (not None)
-    replaces the study's own: its samples and genes, the mean variants per window over its
-    genes, the distinct fraction measured from its stored manifests (else
-    :data:`DISTINCT_FRACTION`), the tracks it keeps. ``full_model``: the window of the
-    published model instead of the study's."""
-    from apoe_assets.enformer.model import EnformerConfig
+def study_workload(study, config, **given: float | None) -> Workload:
+    """The workload of ``study`` run with the Enformer ``config``; each :class:`Workload`
+    field in ``given`` (not None) replaces the study's own: its samples and genes, the mean
+    variants per window over its genes, the distinct fraction measured from its stored
+    manifests (else :data:`DISTINCT_FRACTION`), the tracks it keeps."""
     from apoe_assets.enformer.targets import resolve_tracks
     from apoe_assets.genomics.vcf import vcf_samples
 
     given = {k: v for k, v in given.items() if v is not None}
-    config = EnformerConfig() if full_model else study_config(study)
     table = study.gene_table
 
     def mean_variants(flank: int) -> int:
@@ -263,8 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     given = {name: getattr(args, name) for name in (
         "samples", "genes", "cis_variants", "model_variants", "distinct_fraction",
         "tracks")}
-    workload = study_workload(study, args.full_model, **given)
     config = EnformerConfig() if args.full_model else study_config(study)
+    workload = study_workload(study, config, **given)
     cost = model_cost(config)
     full = model_cost(EnformerConfig()) if config != EnformerConfig() else cost
     cpu_flops = full.forward_flops / CPU_SECONDS_PER_FULL_FORWARD
