@@ -26,6 +26,7 @@ For N samples × G genes at the study's window (its Enformer's input length):
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,15 +179,15 @@ def measured_distinct_fraction(storage_root: Path) -> float | None:
     return distinct / total if total else None
 
 
-def count_variants(study, gene: pd.Series, flank: int) -> int:
-    """Variants of the study's genotype file within ``flank`` bp of the gene's TSS."""
-    from apoe_assets.genomics.vcf import open_vcf
-
-    vcf = open_vcf(study.genotype_file(str(gene["chrom"])), need_index=True)
+def count_variants(vcf, gene: pd.Series, flanks: tuple[int, ...]) -> tuple[int, ...]:
+    """Variants of ``vcf`` (an open, indexed cyvcf2 file) within each of ``flanks`` bp of the
+    gene's TSS, from one query over the widest."""
     contig = next((c for c in vcf.seqnames if c.removeprefix("chr") ==
                    str(gene["chrom"]).removeprefix("chr")), str(gene["chrom"]))
-    start = max(int(gene["tss"]) - flank, 0)
-    return sum(1 for _ in vcf(f"{contig}:{start + 1}-{int(gene['tss']) + flank}"))
+    tss, widest = int(gene["tss"]), max(flanks)
+    distances = [abs(v.POS - 1 - tss)
+                 for v in vcf(f"{contig}:{max(tss - widest, 0) + 1}-{tss + widest}")]
+    return tuple(sum(d <= flank for d in distances) for flank in flanks)
 
 
 def study_config(study):
@@ -208,9 +209,18 @@ def study_workload(study, config, **given: float | None) -> Workload:
     given = {k: v for k, v in given.items() if v is not None}
     table = study.gene_table
 
-    def mean_variants(flank: int) -> int:
-        counts = [count_variants(study, g, flank) for _, g in table.iterrows()]
-        return round(sum(counts) / len(counts))
+    @functools.cache
+    def mean_variants() -> tuple[int, int]:
+        """Mean variants a gene in its cis window and in its Enformer window (each VCF opened
+        once, each gene read once)."""
+        from apoe_assets.genomics.vcf import open_vcf
+
+        files = {chrom: open_vcf(study.genotype_file(chrom), need_index=True)
+                 for chrom in {str(c) for c in table["chrom"]}}
+        counts = [count_variants(files[str(g["chrom"])], g,
+                                 (study.cis_window, config.sequence_length // 2))
+                  for _, g in table.iterrows()]
+        return tuple(round(sum(c[i] for c in counts) / len(counts)) for i in range(2))
 
     def tracks() -> int:
         head_size = dict(config.output_heads)["human"]
@@ -225,8 +235,8 @@ def study_workload(study, config, **given: float | None) -> Workload:
     defaults = {
         "samples": lambda: len(study.samples or vcf_samples(study.genotype_files()[0])),
         "genes": lambda: len(table),
-        "cis_variants": lambda: mean_variants(study.cis_window),
-        "model_variants": lambda: mean_variants(config.sequence_length // 2),
+        "cis_variants": lambda: mean_variants()[0],
+        "model_variants": lambda: mean_variants()[1],
         "distinct_fraction": distinct,
         "tracks": tracks,
     }
