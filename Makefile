@@ -9,7 +9,7 @@ MLFLOW_PORT ?= 5000
 TEST_WORKERS ?= 2
 
 .PHONY: demo test ui lint data validate clean peers
-DEBIAN_PEERS := bcftools samtools tabix plink1.9 plink2 chromium
+DEBIAN_PEERS := bcftools samtools tabix plink1.9 plink2 chromium redis-server postgresql
 # `make test PEERS=optional` runs without installing them; the run then ends by listing every
 # comparison it skipped.
 PEERS ?= required
@@ -40,9 +40,12 @@ test: $(if $(filter optional,$(PEERS)),,peers) $(VENV)/.dev
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 ## Debian's validation peers that the tests compare against (bcftools, samtools, tabix, PLINK),
-## and the headless Chromium that takes the UI tests' screenshots.
+## the headless Chromium that takes the UI tests' screenshots, and the PostgreSQL and Redis
+## servers of the scale-out tests (started by the tests on 127.0.0.1, never as services).
 peers:
-	@missing=$$(for t in $(DEBIAN_PEERS); do command -v $$t >/dev/null || echo $$t; done); \
+	@missing=$$(for t in $(DEBIAN_PEERS); do case $$t in \
+		postgresql) command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo $$t;; \
+		*) command -v $$t >/dev/null || echo $$t;; esac; done); \
 	[ -z "$$missing" ] && exit 0; \
 	echo "installing Debian's" $$missing "(the tests compare the project with them)"; \
 	if [ "$$(id -u)" = 0 ]; then sh -c '$(INSTALL_PEERS)' && exit 0; \

@@ -1,5 +1,6 @@
 """The one Definitions of the code location: assets, checks and resources for the study that
-``APOE_STUDY`` names (the bundled demo by default)."""
+``APOE_STUDY`` names (the bundled demo by default), run by the executor ``APOE_EXECUTOR`` names
+(:mod:`apoe_assets.orchestration.executors`; multiprocess by default)."""
 
 from __future__ import annotations
 
@@ -20,20 +21,13 @@ from apoe_assets.assets.sources import source_assets
 from apoe_assets.assets.stacking import stacking_assets
 from apoe_assets.assets.truth import truth_assets, truth_resources
 from apoe_assets.orchestration.automation import automation_definitions, with_automation
+from apoe_assets.orchestration.executors import step_executor
 from apoe_assets.partitions import study_partitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import AssetStorage
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stage_settings import enformer_resource
 from apoe_assets.study import Study, load_study
-
-STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["apoe_assets.definitions"]}}})
-"""Each step in its own process, forked from a server that imported this code location once
-(a step then starts in well under a second instead of re-importing Dagster and pandas, about
-4 s). The code location imports no JAX, scikit-learn or MLflow (the test
-``test_import_weight`` holds it to that): a step imports those on first use, so the steps
-that need none of them never pay for them."""
 
 
 def build_definitions(study: Study) -> dg.Definitions:
@@ -57,7 +51,7 @@ def build_definitions(study: Study) -> dg.Definitions:
                            resources=resources).resolve_asset_graph()
     jobs, schedules, sensors = automation_definitions(study, parts, graph)
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
-                          sensors=sensors, executor=STEP_EXECUTOR, resources=resources)
+                          sensors=sensors, executor=step_executor(), resources=resources)
 
 
 @dg.definitions

@@ -10,7 +10,7 @@ submitted to the instance's run coordinator (the run queue), and launched, all f
 with ``DagsterInstance.launch_run``: what the daemon's queue does on dequeue. The
 ``DefaultRunLauncher`` asks the code server to start each run in a process of its own, and the
 run executes its steps with the executor of the project's Definitions, no run config needed
-(``STEP_EXECUTOR``: multiprocess, forkserver), each step in a process of its own. Twelve
+(``executors.LOCAL_EXECUTOR``: multiprocess, forkserver), each step in a process of its own. Twelve
 processes (four runs, eight steps) then write to one SQLite run storage and event log at once.
 
 Catches: SQLite locking under concurrent runs ("database is locked" in any run's events, compute

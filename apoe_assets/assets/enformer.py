@@ -14,6 +14,7 @@ from apoe_assets.enformer.predictions import PREDICTIONS_VERSION, GenePrediction
 from apoe_assets.enformer.runtime import MissingWeightsError
 from apoe_assets.enformer.targets import read_targets, resolve_tracks, track_descriptions
 from apoe_assets.genomics.personal import SequenceFolder
+from apoe_assets.orchestration.executors import ACCELERATOR_TAGS
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.storage import ByPartition, by_partition
@@ -119,6 +120,7 @@ def enformer_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         kinds={"jax"},
         pool=POOL,
         retry_policy=ACCELERATOR_RETRIES,
+        op_tags=ACCELERATOR_TAGS,
         backfill_policy=parts.gene_backfill,
         deps=[WEIGHTS_FILE],
         code_version=PREDICTIONS_VERSION,

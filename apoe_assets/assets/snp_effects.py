@@ -35,6 +35,7 @@ from apoe_assets.enformer.variant_effects import (
 )
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
+from apoe_assets.orchestration.executors import ACCELERATOR_TAGS
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.enformer import EnformerResource
 from apoe_assets.resources.storage import ByPartition, by_partition
@@ -171,6 +172,7 @@ def snp_effect_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         kinds={"jax", "pandas"},
         pool=POOL,
         retry_policy=ACCELERATOR_RETRIES,
+        op_tags=ACCELERATOR_TAGS,
         deps=["reference_genome", WEIGHTS_FILE],
         code_version=SNP_EFFECTS_VERSION,
         backfill_policy=parts.gene_backfill,
