@@ -6,8 +6,8 @@ password made for the run and passed only through the environment.
 
 Two of the demo's gene partitions go through every gene asset with ``APOE_EXECUTOR=celery``
 (their chromosome and the unpartitioned inputs are built first, in-process, into the same
-Postgres instance). Then the Enformer step of a second run is killed with SIGKILL while it
-computes: Celery puts it back on its queue, the gpu worker runs it again and the run
+Postgres instance). Then the genotype-model step of a second run is killed with SIGKILL while
+it computes: Celery puts it back on its queue, a worker process runs it again and the run
 completes, and until then the partitions' earlier files stay as they were.
 """
 
@@ -325,41 +325,52 @@ def _stored(folder: Path) -> dict[str, str]:
             if not name.startswith(".")}
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _pool_processes(worker: subprocess.Popen) -> list[int]:
-    """The gpu worker's pool processes: `dagster-celery` → `celery` → its pool."""
-    return [child for celery in _children(worker.pid) for child in _children(celery)]
+    """A worker's pool processes: `dagster-celery` → `celery` → its pool."""
+    celery = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return [int(child) for pid in celery
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+KILLED_STEP = "prs_models"
+KILLED_ASSETS = ["prs_scores", "prs_weights", "prs_fold_scores"]
 
 
 def test_a_killed_step_runs_again_and_the_run_completes(deployment: Deployment,
                                                         first_run: str) -> None:
-    """SIGKILL to the process running `enformer_predictions` (as the kernel's out-of-memory
-    killer would): the partitions' files of the first run stay byte for byte, Celery hands the
-    step back to the queue, the gpu worker runs it again in a fresh process, and the run
-    completes with both partitions materialised by it."""
-    folder = deployment.storage / "enformer_predictions"
-    before = _stored(folder)
-    assert len(before) > len(deployment.genes)
-    run_id = deployment.launch(["enformer_predictions"])
-    deployment.wait(lambda: any(step == "enformer_predictions"
-                                for step, _ in deployment.celery_placements(run_id)),
-                    "the Enformer step to start on the gpu worker")
-    time.sleep(3)  # into the model's compile and forwards (about 30 s for two genes)
-    [pool] = _pool_processes(deployment.workers[GPU_QUEUE])
-    os.kill(pool, signal.SIGKILL)
+    """SIGKILL to the worker process running `prs_models` (as the kernel's out-of-memory
+    killer would), found by the process ID its STEP_START event reports: the partitions' files
+    of the first run stay byte for byte, Celery hands the step back to its queue, the default
+    worker runs it again in another process, and the run completes with both partitions
+    materialised by it."""
+    folders = [deployment.storage / asset for asset in KILLED_ASSETS]
+    before = [_stored(folder) for folder in folders]
+    assert all(len(stored) == len(deployment.genes) for stored in before)
+    run_id = deployment.launch(KILLED_ASSETS)
+
+    def started() -> list[int]:
+        with deployment.instance() as instance:
+            return [entry.dagster_event.pid for entry in instance.all_logs(
+                run_id, of_type=dg.DagsterEventType.STEP_START)
+                if entry.step_key == KILLED_STEP]
+
+    deployment.wait(lambda: bool(started()), f"{KILLED_STEP} to start")
+    [pid] = started()
+    assert pid in _pool_processes(deployment.workers["dagster"])
+    time.sleep(1)  # into its fits (about 6 s a gene)
+    os.kill(pid, signal.SIGKILL)
     assert deployment.status(run_id) == "STARTED"
-    assert _stored(folder) == before
+    assert [_stored(folder) for folder in folders] == before
     assert deployment.finish(run_id) == "SUCCESS", deployment.logs()
     placements = deployment.celery_placements(run_id)
-    assert [step for step, _ in placements] == ["enformer_predictions"] * 2
-    assert all(worker.startswith(f"{GPU_QUEUE}@") for _, worker in placements)
-    assert pool not in _pool_processes(deployment.workers[GPU_QUEUE])  # a fresh process
+    assert [step for step, _ in placements] == [KILLED_STEP] * 2
+    assert all(worker.startswith("default@") for _, worker in placements)
+    [_, again] = started()
+    assert again != pid and again in _pool_processes(deployment.workers["dagster"])
     with deployment.instance() as instance:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("enformer_predictions"),
-                                  asset_partitions=deployment.genes), limit=10).records
-    assert sorted(r.partition_key for r in records if r.run_id == run_id) == sorted(
-        deployment.genes)
+        for asset in KILLED_ASSETS:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                                      asset_partitions=deployment.genes), limit=10).records
+            assert sorted(r.partition_key for r in records if r.run_id == run_id) == sorted(
+                deployment.genes), asset
