@@ -1,10 +1,16 @@
-"""Process pools for CPU-bound work on every core (multi-gene stacking fits its genes in one)."""
+"""Process pools for CPU-bound work on every core: the per-gene fits of a range of genes
+(genotype models, multi-gene stacking) in one spawned worker per core."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 SINGLE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -31,3 +37,23 @@ def _one_blas_thread() -> None:
     for name in SINGLE_THREAD:  # the libraries loaded from here on
         os.environ[name] = "1"
     threadpool_limits(1)  # those already loaded
+
+
+def ordered_map(function: Callable[..., T], jobs: Iterable[tuple], processes: int
+                ) -> Iterator[T]:
+    """``function(*job)`` for each job, in the jobs' order: in this process when ``processes``
+    is 1, else in a :func:`process_pool` of that many workers with at most two jobs a worker
+    in flight (so a long range of genes never holds all their inputs at once). ``function``
+    and the jobs must pickle; a job's error is raised when its turn comes."""
+    if processes <= 1:
+        for job in jobs:
+            yield function(*job)
+        return
+    with process_pool(processes) as pool:
+        pending: deque[Future] = deque()
+        for job in jobs:
+            pending.append(pool.submit(function, *job))
+            if len(pending) >= 2 * processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

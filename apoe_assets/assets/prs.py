@@ -12,6 +12,7 @@ run's inputs; a stale table is a clear error naming the fold and what differs.
 
 import time
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import dagster as dg
 import pandas as pd
@@ -20,19 +21,21 @@ from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import prediction_plot, threshold_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
-from apoe_assets.ml.fold_scans import stored_fold_scans
+from apoe_assets.ml.fold_scans import StoredFoldScans, stored_fold_scans
 from apoe_assets.ml.folds import FOLD, fold_ids
 from apoe_assets.ml.gene_models import (
     MODELS,
     MODELS_VERSION,
     GeneModels,
+    ModelSettings,
     gene_models,
 )
+from apoe_assets.parallel import available_cores, ordered_map
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stage_settings import genotype_model_settings
-from apoe_assets.stats.eqtl import cis_window
+from apoe_assets.stats.eqtl import CisWindow, cis_window
 from apoe_assets.study import Study
 
 GROUP = "statistics"
@@ -71,26 +74,36 @@ def _metadata(result: GeneModels, partition: str, seconds: float) -> dict:
     }
 
 
-def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series,
-             genotypes: GenotypeMatrix, expression: pd.DataFrame, covariates: pd.DataFrame,
-             folds: pd.Series, cis_eqtl: pd.DataFrame) -> tuple[GeneModels, float]:
-    """One gene's genotype models, on the fold scans ``cis_eqtl`` stored, logged as it goes,
-    and the seconds they took."""
-    key = str(gene.name)
+class GenotypeFit(NamedTuple):
+    """One gene's genotype models, the seconds they took and the cis variants they saw."""
+
+    result: GeneModels
+    seconds: float
+    variants: int
+
+
+def fit_gene(window: CisWindow, target: pd.Series, covariates: pd.DataFrame, gene: pd.Series,
+             folds: pd.Series, settings: ModelSettings, stored: StoredFoldScans
+             ) -> GenotypeFit:
+    """One gene's genotype models on its cis window and the fold scans ``cis_eqtl`` stored
+    (runs in a worker process: no Dagster context)."""
     started = time.perf_counter()
-    window = cis_window(genotypes, gene, folds.index.tolist(), flank=config.cis_window)
-    result = gene_models(window, gene_expression(expression, gene), covariates, gene, folds,
-                         genotype_model_settings(config),
-                         stored=stored_fold_scans(cis_eqtl, fold_ids(folds),
-                                                       f"cis_eqtl {key}"))
-    seconds = time.perf_counter() - started
-    for note in result.notes:
-        context.log.info(f"{key}: {note}")
-    metrics = result.metrics()
-    context.log.info(f"{key}: {len(folds)} samples × {len(window.variants)} variants in "
-                     f"{seconds:.1f} s; out-of-fold R² " + ", ".join(
-                         f"{m} {metrics.loc[m, 'r2']:.3f}" for m in MODELS))
-    return result, seconds
+    result = gene_models(window, target, covariates, gene, folds, settings, stored=stored)
+    return GenotypeFit(result, time.perf_counter() - started, len(window.variants))
+
+
+def gene_jobs(config: Study, genes: list[str], gene_annotation: pd.DataFrame,
+              chromosomes: dict[str, GenotypeMatrix], expression: pd.DataFrame,
+              covariates: pd.DataFrame, folds: pd.Series, tables: dict[str, pd.DataFrame]
+              ) -> Iterator[tuple]:
+    """The arguments of :func:`fit_gene` for each gene, cut from the loaded inputs one gene
+    at a time."""
+    settings, samples = genotype_model_settings(config), folds.index.tolist()
+    for key in genes:
+        gene = gene_row(gene_annotation, key)
+        window = cis_window(chromosomes[gene["chrom"]], gene, samples, flank=config.cis_window)
+        stored = stored_fold_scans(tables[key], fold_ids(folds), f"cis_eqtl {key}")
+        yield window, gene_expression(expression, gene), covariates, gene, folds, settings, stored
 
 
 def weights_metadata(weights: pd.DataFrame) -> dict:
@@ -136,10 +149,17 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             "genotypes"))
         tables = by_partition(cis_eqtl, genes)
         scores, weights, fold_scores = ByPartition(), ByPartition(), ByPartition()
-        for key in genes:
-            gene = gene_row(gene_annotation, key)
-            result, seconds = fit_gene(context, config, gene, chromosomes[gene["chrom"]],
-                                       expression, covariates, cv_folds[FOLD], tables[key])
+        jobs = gene_jobs(config, genes, gene_annotation, chromosomes, expression, covariates,
+                         cv_folds[FOLD], tables)
+        fits = ordered_map(fit_gene, jobs, min(available_cores(), len(genes)))
+        for number, (key, (result, seconds, variants)) in enumerate(
+                zip(genes, fits, strict=True), start=1):
+            for note in result.notes:
+                context.log.info(f"{key}: {note}")
+            metrics = result.metrics()
+            context.log.info(f"{key} ({number}/{len(genes)}): {len(cv_folds)} samples × "
+                             f"{variants} variants in {seconds:.1f} s; out-of-fold R² "
+                             + ", ".join(f"{m} {metrics.loc[m, 'r2']:.3f}" for m in MODELS))
             scores[key], weights[key] = result.predictions, result.weight_table()
             fold_scores[key] = result.stacking_scores()
             context.add_asset_metadata(_metadata(result, key, seconds),

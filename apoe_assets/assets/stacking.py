@@ -3,10 +3,8 @@ feature (and, with ``stacking.genotype_scores``, every gene's genotype scores), 
 models and a meta-learner per outer fold, every prediction out of fold and checked for leakage
 gene by gene (:mod:`apoe_assets.ml.stacking`)."""
 
-import contextlib
 import functools
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
@@ -33,7 +31,7 @@ from apoe_assets.ml.stacking import (
 )
 from apoe_assets.ml.stacking_inputs import StackingInputs, stacking_inputs, stacking_table
 from apoe_assets.ml.tracking import MULTI_GENE_STACKING, inputs_digest
-from apoe_assets.parallel import available_cores, process_pool
+from apoe_assets.parallel import available_cores, ordered_map
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING
@@ -62,28 +60,24 @@ def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stacki
                                         inputs.fold_features.shape[1] - 3)
     results, seconds = {}, {}
     started_all = time.perf_counter()
-    genes, targets = list(inputs.targets), list(inputs.targets.values())
-    with contextlib.ExitStack() as stack:
-        if processes == 1:
-            done: Iterator = map(fit, targets, genes)
-        else:
-            done = stack.enter_context(process_pool(processes)).map(fit, targets, genes)
-        for number, (gene, result, elapsed) in enumerate(done, start=1):
-            try:
-                check_no_leakage(result)
-            except LeakageError as error:
-                raise dg.Failure(f"{gene}: multi-gene stacking leaks: {error}",
-                                 allow_retries=False) from error
-            results[gene], seconds[gene] = result, elapsed
-            for note in result.notes:
-                context.log.warning(note if note.startswith(gene) else f"{gene}: {note}")
-            r2 = result.metrics()["r2"]
-            so_far = time.perf_counter() - started_all
-            summary = (f"R² stack {r2[STACK]:.3f}, best base {r2.drop(STACK).idxmax()} "
-                       f"{r2.drop(STACK).max():.3f}" if result.scored else "not scored")
-            context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} "
-                             f"features in {elapsed:.1f} s; {summary}; about "
-                             f"{so_far / number * (total - number):.0f} s to go")
+    done = ordered_map(fit, ((target, gene) for gene, target in inputs.targets.items()),
+                       processes)
+    for number, (gene, result, elapsed) in enumerate(done, start=1):
+        try:
+            check_no_leakage(result)
+        except LeakageError as error:
+            raise dg.Failure(f"{gene}: multi-gene stacking leaks: {error}",
+                             allow_retries=False) from error
+        results[gene], seconds[gene] = result, elapsed
+        for note in result.notes:
+            context.log.warning(note if note.startswith(gene) else f"{gene}: {note}")
+        r2 = result.metrics()["r2"]
+        so_far = time.perf_counter() - started_all
+        summary = (f"R² stack {r2[STACK]:.3f}, best base {r2.drop(STACK).idxmax()} "
+                   f"{r2.drop(STACK).max():.3f}" if result.scored else "not scored")
+        context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} "
+                         f"features in {elapsed:.1f} s; {summary}; about "
+                         f"{so_far / number * (total - number):.0f} s to go")
     return results, seconds
 
 

@@ -1,0 +1,49 @@
+"""``ordered_map``: results in the jobs' order whatever order the workers finish in, a job's
+error raised at its turn, and only a few jobs a worker in flight."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from apoe_assets.parallel import ordered_map
+
+
+def slow_square(value: int, delay: float) -> int:
+    """``value``², after ``delay`` seconds (a worker's task)."""
+    time.sleep(delay)
+    if value < 0:
+        raise ValueError(f"negative: {value}")
+    return value * value
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_results_come_in_the_jobs_order(processes: int) -> None:
+    """Early jobs sleep longest, so two workers finish them out of order; the results still
+    follow the jobs (catches a map that yields in completion order)."""
+    jobs = [(v, 0.3 - 0.05 * v) for v in range(6)]
+    assert list(ordered_map(slow_square, jobs, processes)) == [v * v for v in range(6)]
+
+
+def test_a_jobs_error_is_raised_at_its_turn() -> None:
+    results = ordered_map(slow_square, [(2, 0.0), (-1, 0.0), (3, 0.0)], 2)
+    assert next(results) == 4
+    with pytest.raises(ValueError, match="negative: -1"):
+        next(results)
+
+
+def test_at_most_two_jobs_a_worker_are_taken_ahead() -> None:
+    """When the first result arrives, the job generator has been read no further than two
+    jobs a worker (catches a pool that takes every gene's inputs at once)."""
+    taken = []
+
+    def jobs():
+        for v in range(20):
+            taken.append(v)
+            yield v, 0.0
+
+    results = ordered_map(slow_square, jobs(), 2)
+    assert next(results) == 0
+    assert len(taken) == 4
+    assert list(results) == [v * v for v in range(1, 20)]
