@@ -44,8 +44,10 @@ def ordered_map(function: Callable[..., T], jobs: Iterable[tuple], processes: in
     """``function(*job)`` for each job, in the jobs' order: in this process when ``processes``
     is 1, else in a :func:`process_pool` of that many workers with at most two jobs a worker
     in flight (so a long range of genes never holds all their inputs at once). ``function``
-    and the jobs must pickle; a job's error is raised when its turn comes."""
-    if processes <= 1:
+    and the jobs must pickle; a job's error is raised when its turn comes. A daemonic process
+    (a Celery worker's pool process) may have no children: there the jobs run in it, and the
+    Celery workers spread the steps instead."""
+    if processes <= 1 or multiprocessing.current_process().daemon:
         for job in jobs:
             yield function(*job)
         return

@@ -3,6 +3,7 @@ error raised at its turn, and only a few jobs a worker in flight."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 
 import pytest
@@ -47,3 +48,22 @@ def test_at_most_two_jobs_a_worker_are_taken_ahead() -> None:
     assert next(results) == 0
     assert len(taken) == 4
     assert list(results) == [v * v for v in range(1, 20)]
+
+
+def _map_in_a_daemon(queue: multiprocessing.Queue) -> None:
+    try:
+        queue.put(list(ordered_map(slow_square, [(v, 0.0) for v in range(4)], 2)))
+    except Exception as error:  # the parent reports it
+        queue.put(repr(error))
+
+
+def test_a_daemonic_process_maps_in_itself() -> None:
+    """In a daemonic process (a Celery worker's pool process), which may not start children,
+    the jobs run in the process itself (catches "daemonic processes are not allowed to have
+    children", which failed `prs_models` on the Celery workers)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    daemon = context.Process(target=_map_in_a_daemon, args=(queue,), daemon=True)
+    daemon.start()
+    assert queue.get(timeout=60) == [0, 1, 4, 9]
+    daemon.join(timeout=10)
