@@ -2,6 +2,7 @@
 prediction out of fold on the shared folds, compared in one table and logged to MLflow."""
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from apoe_assets.ml.exported_models import (
 from apoe_assets.ml.folds import FOLD
 from apoe_assets.ml.gene_models import MODELS, SCORES
 from apoe_assets.ml.tracking import SINGLE_GENE, inputs_digest
+from apoe_assets.parallel import available_cores, ordered_map
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, by_partition
@@ -93,29 +95,43 @@ class GeneFit:
     digest: str
 
 
-def fit_gene(context: dg.AssetExecutionContext, config: Study, gene: pd.Series, genotypes: Any,
-             expression: pd.DataFrame, covariates: pd.DataFrame, folds: pd.Series,
-             prs_scores: pd.DataFrame, prs_weights: pd.DataFrame, prs_fold_scores: pd.DataFrame,
-             predictions: GenePredictions | None) -> GeneFit:
-    """One gene's Enformer models beside its genotype models (``genotypes``: its
-    chromosome's matrix), notes logged, each exported fit checked against the stored
-    predictions."""
+@dataclasses.dataclass(frozen=True)
+class GeneInputs:
+    """What one gene's Enformer models are fitted on: its annotation row, the boosting
+    features of its predictions (None when never predicted) and its expression."""
+
+    gene: pd.Series
+    features: pd.DataFrame | None
+    target: pd.Series
+
+
+def gene_inputs(config: Study, gene: pd.Series, expression: pd.DataFrame,
+                predictions: GenePredictions | None) -> GeneInputs:
+    """One gene's :class:`GeneInputs`."""
     features = (None if predictions is None else
                 boosting_features(predictions, log1p=config.enformer.log1p))
-    target = gene_expression(expression, gene)
-    result = enformer_models(features, prs_fold_scores, target, covariates, folds,
-                             str(gene["gene_id"]), n_inner_folds=config.prs.inner_folds,
-                             seed=config.seed)
+    return GeneInputs(gene, features, gene_expression(expression, gene))
+
+
+def finish_gene(context: dg.AssetExecutionContext, config: Study, inputs: GeneInputs,
+                result: EnformerModels, genotypes: Any, covariates: pd.DataFrame,
+                folds: pd.Series, prs_scores: pd.DataFrame, prs_weights: pd.DataFrame,
+                prs_fold_scores: pd.DataFrame) -> GeneFit:
+    """One gene's fitted Enformer models beside its genotype models (``genotypes``: its
+    chromosome's matrix): notes logged, each exported fit checked against the stored
+    predictions, the inputs' digest."""
     table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
     scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
     metrics = metrics_table(scored, ALL_MODELS)
     for note in result.notes:
-        context.log.warning(f"{gene.name}: {note}")
-    exports = exported_models(result, features, prs_fold_scores, prs_weights, genotypes, gene,
-                              folds, config.cis_window, scored) if result.scored else {}
+        context.log.warning(f"{inputs.gene.name}: {note}")
+    exports = exported_models(result, inputs.features, prs_fold_scores, prs_weights, genotypes,
+                              inputs.gene, folds, config.cis_window, scored
+                              ) if result.scored else {}
+    features = pd.DataFrame() if inputs.features is None else inputs.features
     digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
-                            "features": pd.DataFrame() if features is None else features,
-                            "expression": target, "covariates": covariates, "folds": folds})
+                            "features": features, "expression": inputs.target,
+                            "covariates": covariates, "folds": folds})
     return GeneFit(table, scored, metrics, result, exports, digest)
 
 
@@ -151,12 +167,19 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             for name, value in (("prs_scores", prs_scores), ("prs_weights", prs_weights),
                                 ("prs_fold_scores", prs_fold_scores),
                                 ("enformer_predictions", enformer_predictions)))
-        fits = {}
-        for key in genes:
-            gene = gene_row(gene_annotation, key)
-            fits[key] = fit_gene(context, config, gene, chromosomes[gene["chrom"]], expression,
-                                 covariates, folds, scores[key], weights[key], fold_scores[key],
-                                 predictions.get(key))
+        inputs = {key: gene_inputs(config, gene_row(gene_annotation, key), expression,
+                                   predictions.get(key)) for key in genes}
+        fit = functools.partial(enformer_models, n_inner_folds=config.prs.inner_folds,
+                                seed=config.seed)
+        jobs = ((i.features, fold_scores[key], i.target, covariates, folds,
+                 str(i.gene["gene_id"])) for key, i in inputs.items())
+        fits = {}  # fitted in one worker process per core, finished here in gene order
+        for key, result in zip(genes, ordered_map(fit, jobs, min(available_cores(), len(genes))),
+                               strict=True):
+            chromosome = chromosomes[inputs[key].gene["chrom"]]
+            fits[key] = finish_gene(context, config, inputs[key], result, chromosome,
+                                    covariates, folds, scores[key], weights[key],
+                                    fold_scores[key])
         logged = log_models(mlflow, context, SINGLE_GENE, genes,
                             {k: (f.scored, f.metrics) for k, f in fits.items()},
                             {k: model_params(config, f.result) for k, f in fits.items()},
