@@ -180,7 +180,8 @@ def _with_random_samples(records: list[Record], extra: int, seed: int) -> list[R
 
 def demo_copy(folder: Path, **fields: object) -> Path:
     """The bundled demo study with absolute paths, its own storage and MLflow store under
-    ``folder`` and ``fields`` changed; returns the new study file."""
+    ``folder`` (unless ``fields`` name others) and ``fields`` changed; returns the new study
+    file."""
     from apoe_assets.study import DEMO_STUDY
 
     study = yaml.safe_load(DEMO_STUDY.read_text())
@@ -191,8 +192,8 @@ def demo_copy(folder: Path, **fields: object) -> Path:
     for key in ("weights", "targets"):
         if study.get("enformer", {}).get(key):
             study["enformer"][key] = str(DEMO_STUDY.parent / study["enformer"][key])
-    study.update(storage_root=str(folder / "storage"),
-                 mlflow_tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", **fields)
+    study.update({"storage_root": str(folder / "storage"),
+                  "mlflow_tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", **fields})
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))

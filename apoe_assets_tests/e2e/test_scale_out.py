@@ -6,7 +6,8 @@ password made for the run and passed only through the environment.
 
 Two of the demo's gene partitions go through every gene asset with ``APOE_EXECUTOR=celery``
 (their chromosome and the unpartitioned inputs are built first, in-process, into the same
-Postgres instance). Then the genotype-model step of a second run is killed with SIGKILL while
+Postgres instance; the demo's permutations and indel scoring are turned down, see
+:data:`LIGHTER`). Then the genotype-model step of a second run is killed with SIGKILL while
 it computes: Celery puts it back on its queue, a worker process runs it again and the run
 completes, and until then the partitions' earlier files stay as they were.
 """
@@ -27,17 +28,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from apoe_assets.definitions import build_definitions
 from apoe_assets.materialize import materialize_all
 from apoe_assets.orchestration.automation import LOCUS_JOB, RANGE_END, RANGE_START
 from apoe_assets.orchestration.executors import ACCELERATOR_TAGS, GPU_QUEUE
-from apoe_assets.study import DEMO_STUDY, load_study
+from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import snapshot
 from apoe_assets_tests.mlflow_server import free_port
 from apoe_assets_tests.requirements import ENABLE_DEBIAN_PEERS, not_compared
 from apoe_assets_tests.servers import Postgres, missing_servers, postgres_server, redis_server
+from apoe_assets_tests.studies import demo_copy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
 PROJECT = Path(__file__).resolve().parents[2]
@@ -143,14 +144,10 @@ def _with_env(env: dict[str, str], make: Callable[[], dg.DagsterInstance]) -> dg
                 os.environ[key] = value
 
 
-def _demo_study(root: Path, mlflow_url: str) -> Path:
-    """The demo study with its inputs where they are, its storage under ``root`` and its
-    MLflow runs on the Postgres-backed server."""
-    study = load_study(DEMO_STUDY).model_dump(mode="json", exclude={"source", "truth"})
-    study.update(storage_root=str(root / "storage"), mlflow_tracking_uri=mlflow_url)
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+LIGHTER = {"eqtl": {"permutations": 0}, "overlap": {"permutations": 100},
+           "snp_effects": {"tracks": ["CHIP:H3K27me3"], "indels": False}}
+"""The demo's settings that only cost time here: no gene-level eQTL permutations, 100 circular
+shifts for the overlap, SNVs only for the SNP effects (scored incrementally)."""
 
 
 def _start(stack: ExitStack, root: Path, name: str, command: list[str],
@@ -212,7 +209,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         mlflow = _start(stack, root, "mlflow", [str(PROJECT / "deploy" / "mlflow-server.sh"),
                                        "--workers", "1"], mlflow_env)
         env = {**base, "DAGSTER_HOME": str(home),
-               "APOE_STUDY": str(_demo_study(root, mlflow_url)), "APOE_EXECUTOR": "celery",
+               "APOE_STUDY": str(demo_copy(root, mlflow_tracking_uri=mlflow_url, truth=None,
+                                           **LIGHTER)),
+               "APOE_EXECUTOR": "celery",
                "APOE_CELERY_BROKER": broker, "APOE_CELERY_BACKEND": broker,
                "DAGSTER_PG_HOST": postgres.host, "DAGSTER_PG_PORT": str(postgres.port),
                "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_USER": postgres.user,
