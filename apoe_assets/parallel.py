@@ -1,5 +1,5 @@
 """Process pools for CPU-bound work on every core: the per-gene fits of a range of genes
-(genotype models, multi-gene stacking) in one spawned worker per core."""
+(genotype models, Enformer models, multi-gene stacking) in one spawned worker per core."""
 
 from __future__ import annotations
 
