@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pytest
@@ -32,7 +33,7 @@ import pytest
 from apoe_assets.definitions import build_definitions
 from apoe_assets.materialize import materialize_all
 from apoe_assets.orchestration.automation import LOCUS_JOB, RANGE_END, RANGE_START
-from apoe_assets.orchestration.executors import ACCELERATOR_TAGS, GPU_QUEUE
+from apoe_assets.orchestration.executors import GPU_QUEUE
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import snapshot
 from apoe_assets_tests.mlflow_server import free_port
@@ -41,6 +42,7 @@ from apoe_assets_tests.servers import Postgres, missing_servers, postgres_server
 from apoe_assets_tests.studies import demo_copy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
+T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STARTUP_SECONDS = 180
@@ -131,17 +133,12 @@ class Deployment:
         return placed
 
 
-def _with_env(env: dict[str, str], make: Callable[[], dg.DagsterInstance]) -> dg.DagsterInstance:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+def _with_env(env: dict[str, str], make: Callable[[], T]) -> T:
+    """``make()`` with ``env`` set in this process (the instance file's ``env:`` settings)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
         return make()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 LIGHTER = {"eqtl": {"permutations": 0}, "overlap": {"permutations": 100},
@@ -202,12 +199,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # `celery`, `mlflow`
         mlflow_port = free_port()
         mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        mlflow_env = {**base, "MLFLOW_PG_HOST": postgres.host, "MLFLOW_PG_PORT": str(
-            postgres.port), "MLFLOW_PG_DB": "mlflow", "MLFLOW_PG_USER": postgres.user,
-            "MLFLOW_PG_PASSWORD": postgres.password, "MLFLOW_ARTIFACTS": str(root / "artifacts"),
-            "MLFLOW_PORT": str(mlflow_port), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        mlflow = _start(stack, root, "mlflow", [str(PROJECT / "deploy" / "mlflow-server.sh"),
-                                       "--workers", "1"], mlflow_env)
+        mlflow_env = {**base, "MLFLOW_PG_HOST": postgres.host,
+                      "MLFLOW_PG_PORT": str(postgres.port), "MLFLOW_PG_DB": "mlflow",
+                      "MLFLOW_PG_USER": postgres.user, "MLFLOW_PG_PASSWORD": postgres.password,
+                      "MLFLOW_ARTIFACTS": str(root / "artifacts"),
+                      "MLFLOW_PORT": str(mlflow_port),
+                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
+        mlflow = _start(stack, root, "mlflow", [
+            str(PROJECT / "deploy" / "mlflow-server.sh"), "--workers", "1"], mlflow_env)
         env = {**base, "DAGSTER_HOME": str(home),
                "APOE_STUDY": str(demo_copy(root, mlflow_tracking_uri=mlflow_url, truth=None,
                                            **LIGHTER)),
@@ -234,8 +233,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 *celery, "-q", "dagster", "-n", "default", "--", "-c", "2"], env),
             GPU_QUEUE: _start(stack, root, "worker-gpu", [
                 *celery, "-q", GPU_QUEUE, "-n", GPU_QUEUE, "--", "-c", "1"], env)}
-        daemon = _start(stack, root, "daemon", [str(BIN / "dagster-daemon"), "run", "-w",
-                                       "workspace.yaml"], env)
+        daemon = _start(stack, root, "daemon", [
+            str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env)
         port = free_port()
         webserver = _start(stack, root, "webserver", [
             str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w",
@@ -278,7 +277,6 @@ def test_every_step_ran_on_its_queue(deployment: Deployment, first_run: str) -> 
         expected = GPU_QUEUE if step in GPU_STEPS else "default"
         assert worker.startswith(f"{expected}@"), (step, worker)
     assert {step for step, _ in placements} >= GPU_STEPS
-    assert ACCELERATOR_TAGS["dagster-celery/queue"] == GPU_QUEUE
 
 
 def test_runs_and_events_are_in_postgres(deployment: Deployment, first_run: str) -> None:
