@@ -1,14 +1,17 @@
 """``ordered_map``: results in the jobs' order whatever order the workers finish in, a job's
-error raised at its turn, and only a few jobs a worker in flight."""
+error raised at its turn, and only a few jobs a worker in flight; ``available_cores`` within
+a container's CPU limit."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+from pathlib import Path
 
 import pytest
 
-from apoe_assets.parallel import ordered_map
+from apoe_assets.parallel import available_cores, ordered_map
 
 
 def slow_square(value: int, delay: float) -> int:
@@ -67,3 +70,22 @@ def test_a_daemonic_process_maps_in_itself() -> None:
     daemon.start()
     assert queue.get(timeout=60) == [0, 1, 4, 9]
     daemon.join(timeout=10)
+
+
+@pytest.mark.parametrize(("limit", "expected"), [
+    ("150000 100000", 1),     # 1.5 CPUs: one whole core
+    ("50000 100000", 1),      # under one CPU: still one worker
+    ("max 100000", None),     # no limit: the affinity mask
+    ("6400000 100000", None),  # 64 CPUs on a smaller machine: the affinity mask
+    ("garbled", None),
+])
+def test_cores_stay_within_the_containers_cpu_limit(tmp_path: Path, limit: str,
+                                                    expected: int | None) -> None:
+    """A cgroup v2 ``cpu.max`` caps the cores a pool uses (catches a pod on a big node that
+    starts one worker per node core); no limit, or an unreadable one, leaves the affinity
+    mask."""
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(limit + "\n")
+    mask = len(os.sched_getaffinity(0))
+    assert available_cores(cpu_max) == (min(expected, mask) if expected else mask)
+    assert available_cores(tmp_path / "absent") == mask
