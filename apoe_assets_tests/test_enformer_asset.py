@@ -152,7 +152,9 @@ def test_feature_equals_the_planted_truth(backfill: Backfill, gene: str) -> None
     # computed on another CPU (the demo's): equal up to the network's float32 tolerance
     tolerance = recorded_tolerance(EnformerConfig.small(), expected, FEATURE_DECIMALS)
     assert np.abs(got - expected).max() <= tolerance
-    assert features["feature"].std() > 10 * tolerance  # the variation across people is checked
+    # the comparison tells people apart: most would fail it with their neighbour's feature
+    neighbour = np.roll(expected[:, 2], 1)
+    assert np.median(np.abs(features["feature"].to_numpy() - neighbour)) > tolerance
 
 
 @pytest.mark.parametrize("gene", GENES)

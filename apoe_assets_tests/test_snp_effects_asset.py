@@ -178,7 +178,7 @@ def test_each_overlap_is_the_intersection_of_the_two_top_lists(run) -> None:
     study_file, _, metadata = run
     study = load_study(study_file)
     k = study.overlap.top_k
-    assert k == 10  # the demo's setting (its windows hold 43–64 variants)
+    assert k == 3  # the demo's setting (its windows hold 43–64 variants)
     for gene in study.genes:
         table = pd.read_parquet(_storage(study_file) / "eqtl_overlap" / f"{gene}.parquet")
         row = table.set_index(["score", "comparison"]).loc[("expr_effect", "top_k")]

@@ -167,8 +167,8 @@ class EnformerConfig:
     @classmethod
     def small(cls, output_heads: tuple[tuple[str, int], ...] = (("human", 12),)
               ) -> EnformerConfig:
-        """Demo size: C = 192, 2 layers, 24,576 bp in (192 bins), 112 bins out."""
-        return cls.scaled(channels=192, num_transformer_layers=2, transformer_length=192,
+        """Demo size: C = 96, 2 layers, 24,576 bp in (192 bins), 112 bins out."""
+        return cls.scaled(channels=96, num_transformer_layers=2, transformer_length=192,
                           output_heads=output_heads)
 
     @classmethod

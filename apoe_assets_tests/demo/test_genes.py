@@ -48,7 +48,7 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
                                "haplotypes": "mean", "batch_size": 8}
     assert raw["snp_effects"] == {"tracks": ["CHIP:H3K27me3"],  # the only mark its head has
                                   "indels": True}  # they carry its Enformer component
-    assert raw["overlap"] == {"top_k": 10}  # its windows hold 43–64 variants
+    assert raw["overlap"] == {"top_k": 3}  # its windows hold 43–64 variants
     loaded = load_study(study / "study.yaml")
     assert loaded.enformer.weights == (study / "enformer/weights.safetensors").resolve()
     assert loaded.enformer.targets.is_file()

@@ -71,9 +71,9 @@ def test_small_model_matches_peer(small_pair, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_demo_size_matches_peer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo's size (C=192, 2 layers, 24,576 bp, 112 bins) agrees as well."""
+    """The demo's size (C=96, 2 layers, 24,576 bp, 112 bins) agrees as well."""
     monkeypatch.setattr(modeling, "get_positional_features_gamma", tf_axis_gamma)
-    peer = random_peer(seed=4, dim=192, depth=2, heads=8, target_length=112, dim_divisible_by=16,
+    peer = random_peer(seed=4, dim=96, depth=2, heads=8, target_length=112, dim_divisible_by=16,
                        output_heads=dict(human=12), use_tf_gamma=False)
     save_checkpoint(peer, tmp_path / "ckpt")
     convert(tmp_path / "ckpt", tmp_path / "ours.safetensors")

@@ -39,7 +39,7 @@ def test_full_config() -> None:
 
 def test_presets_keep_the_crop_fraction() -> None:
     small, tiny = EnformerConfig.small(), EnformerConfig.tiny()
-    assert (small.channels, small.sequence_length, small.target_length) == (192, 24_576, 112)
+    assert (small.channels, small.sequence_length, small.target_length) == (96, 24_576, 112)
     assert (tiny.channels, tiny.sequence_length, tiny.target_length) == (96, 6_144, 28)
     assert EnformerConfig.from_dict(small.to_dict()) == small
 

@@ -93,14 +93,17 @@ def test_permutation_test_matches_tensorqtl_cis_mode(demo: LoadedStudy,
 
 def test_permutation_p_values_follow_the_evidence(demo: LoadedStudy) -> None:
     """A planted strong eQTL beats every permutation; its beta p-value lies below the
-    permutation floor 1/(P + 1) and between the nominal p and its Bonferroni correction."""
+    permutation floor 1/(P + 1) and at or above the nominal p. (Not below its Bonferroni
+    correction: at p ≈ 1e-31, far outside the permutation minima the beta is fitted on, a
+    fitted shape1 < 1 puts the tail above it; the fit itself is checked against tensorQTL
+    above.)"""
     _, stats = _statistics(demo, "APOE")
     gene_id = demo.genes.reset_index().set_index("symbol").loc["APOE", "gene_id"]
     result = permutation_test(demo.window(gene_id), demo.expression.loc[gene_id],
                               demo.covariates, gene_id=gene_id, n_permutations=N_PERMUTATIONS,
                               seed=SEED)
     assert result.pval_perm == pytest.approx(1 / (N_PERMUTATIONS + 1))
-    assert result.pval_nominal <= result.pval_beta <= result.pval_nominal * result.num_var
+    assert result.pval_nominal <= result.pval_beta
     assert result.pval_beta < 1 / (N_PERMUTATIONS + 1)
     assert stats.r2_perm.max() < result.r2_nominal
     assert pd.notna(result.true_df) and result.true_df > 1
