@@ -6,7 +6,7 @@ each configuration and batch size the script times whole forwards (ours: compile
 both: the best of ``--repeats`` timed runs, alternating ours and the peer so that load from
 other processes hits both alike), reports sequences/s at each tool's best batch size, and
 checks that the outputs agree (relative error on the same input). The small configuration is
-the demo's (C = 192, 2 layers, 24,576 bp); there the peer's mis-normalised gamma features are
+the demo's (C = 96, 2 layers, 24,576 bp); there the peer's mis-normalised gamma features are
 replaced by TensorFlow's formula so both compute the same function. The full configuration is
 the published model (C = 1536, 11 layers, 196,608 bp; the peer with ``use_tf_gamma=True``).
 
@@ -50,7 +50,7 @@ from apoe_assets_tests.enformer.peer import (
 )
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "small": dict(dim=192, depth=2, heads=8, target_length=112, dim_divisible_by=16,
+    "small": dict(dim=96, depth=2, heads=8, target_length=112, dim_divisible_by=16,
                   output_heads=dict(human=12), use_tf_gamma=False),
     "full": dict(use_tf_gamma=True),
 }

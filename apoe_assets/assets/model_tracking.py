@@ -4,7 +4,7 @@ champions, registered by ``model_comparison`` from those digests."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,20 @@ from apoe_assets.resources.mlflow_tracking import MlflowTracking, ParentRun
 
 EXAMPLE_ROWS = 5
 """Rows of a logged model's input example (its signature is inferred from them)."""
+
+
+@dataclass(frozen=True)
+class GeneModels:
+    """One gene's fitted models, ready to log: out-of-fold ``predictions`` indexed by sample
+    (with ``fold`` and ``observed``), ``metrics`` per model, and per model its ``params``, its
+    ``exported`` fit and, for fits that raised, the error (``failed``)."""
+
+    gene: str
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    params: Mapping[str, Mapping[str, Any]]
+    exported: Mapping[str, ExportedModel]
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,32 +98,32 @@ def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: p
 
 
 def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, experiment: str,
-               genes: Sequence[str], tables: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
-               params: Mapping[str, Mapping[str, Mapping[str, Any]]],
-               exported: Mapping[str, Mapping[str, ExportedModel]], code_version: str,
-               data_versions: Mapping[str, str],
-               failed: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, LoggedGene]:
+               data_versions: Mapping[str, str], models: Iterable[GeneModels],
+               code_version: str) -> dict[str, LoggedGene]:
     """Log every gene's models under one parent run of this Dagster run and asset in
-    ``experiment``. ``tables``: gene → (out-of-fold predictions indexed by sample, with
-    ``fold`` and ``observed``; metrics per model); ``params``, ``exported`` and ``failed``
-    (fits that raised): gene → model → … (``model_comparison`` registers the champions)."""
+    ``experiment``. ``data_versions``: gene → digest of its inputs, for every gene of the run
+    in order; ``models`` is consumed one gene at a time as the runs are logged, so a generator
+    that fits the genes lets worker processes fit the next genes meanwhile
+    (``model_comparison`` registers the champions)."""
+    genes = list(data_versions)
     asset = context.assets_def.key.to_user_string() if context.has_assets_def else "asset"
     partition = ",".join(genes) if len(genes) <= 3 else f"{genes[0]}…{genes[-1]}"
     data_version = data_versions[genes[0]] if len(genes) == 1 else "multiple"
     results: dict[str, LoggedGene] = {}
+    metrics: dict[str, pd.DataFrame] = {}
     with tracking.parent_run(experiment, context.run.run_id, asset, tags={
             "partition": partition, "code_version": code_version,
             "data_version": data_version}) as parent:
-        for gene in genes:
-            predictions, metrics = tables[gene]
-            logged = log_gene(parent, gene, predictions, metrics, params.get(gene, {}),
-                              exported.get(gene, {}), (failed or {}).get(gene),
+        for gene_models in models:
+            gene = gene_models.gene
+            logged = log_gene(parent, gene, gene_models.predictions, gene_models.metrics,
+                              gene_models.params, gene_models.exported, gene_models.failed,
                               tags={"partition": gene, "data_version": data_versions[gene]})
-            results[gene] = logged
+            results[gene], metrics[gene] = logged, gene_models.metrics
             context.log.info(f"{gene}: {len(logged.runs)} MLflow run(s)"
                              + (f", FAILED: {', '.join(logged.failed)}" if logged.failed else ""))
-        parent.log_plots({f"r2_by_model_{gene}": png(r2_figure(tables[gene][1], gene))
-                          for gene in genes})
+        parent.log_plots({f"r2_by_model_{gene}": png(r2_figure(table, gene))
+                          for gene, table in metrics.items()})
     return results
 
 

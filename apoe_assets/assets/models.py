@@ -3,7 +3,7 @@ prediction out of fold on the shared folds, compared in one table and logged to 
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -12,7 +12,12 @@ import pandas as pd
 
 from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
-from apoe_assets.assets.model_tracking import LoggedGene, log_models, tracking_metadata
+from apoe_assets.assets.model_tracking import (
+    GeneModels,
+    LoggedGene,
+    log_models,
+    tracking_metadata,
+)
 from apoe_assets.assets.plots import prediction_plot
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.enformer_models import (
@@ -85,14 +90,13 @@ def exported_models(result: EnformerModels, features: pd.DataFrame | None,
 @dataclasses.dataclass(frozen=True)
 class GeneFit:
     """One gene's models before logging: the stored table, the scored table and metrics,
-    the Enformer models' result, the exported fits and the digest of the inputs."""
+    the Enformer models' result and the exported fits."""
 
     table: pd.DataFrame
     scored: pd.DataFrame
     metrics: pd.DataFrame
     result: EnformerModels
     exports: dict[str, ExportedModel]
-    digest: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +123,7 @@ def finish_gene(context: dg.AssetExecutionContext, config: Study, inputs: GeneIn
                 prs_fold_scores: pd.DataFrame) -> GeneFit:
     """One gene's fitted Enformer models beside its genotype models (``genotypes``: its
     chromosome's matrix): notes logged, each exported fit checked against the stored
-    predictions, the inputs' digest."""
+    predictions."""
     table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
     scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
     metrics = metrics_table(scored, ALL_MODELS)
@@ -128,11 +132,16 @@ def finish_gene(context: dg.AssetExecutionContext, config: Study, inputs: GeneIn
     exports = exported_models(result, inputs.features, prs_fold_scores, prs_weights, genotypes,
                               inputs.gene, folds, config.cis_window, scored
                               ) if result.scored else {}
+    return GeneFit(table, scored, metrics, result, exports)
+
+
+def gene_digest(inputs: GeneInputs, covariates: pd.DataFrame, folds: pd.Series,
+                prs_scores: pd.DataFrame, prs_fold_scores: pd.DataFrame) -> str:
+    """The digest of everything one gene's models are fitted on (its MLflow data version)."""
     features = pd.DataFrame() if inputs.features is None else inputs.features
-    digest = inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
-                            "features": features, "expression": inputs.target,
-                            "covariates": covariates, "folds": folds})
-    return GeneFit(table, scored, metrics, result, exports, digest)
+    return inputs_digest({"prs_scores": prs_scores, "prs_fold_scores": prs_fold_scores,
+                          "features": features, "expression": inputs.target,
+                          "covariates": covariates, "folds": folds})
 
 
 def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
@@ -173,19 +182,23 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                 seed=config.seed)
         jobs = ((i.features, fold_scores[key], i.target, covariates, folds,
                  str(i.gene["gene_id"])) for key, i in inputs.items())
-        fits = {}  # fitted in one worker process per core, finished here in gene order
-        for key, result in zip(genes, ordered_map(fit, jobs, min(available_cores(), len(genes))),
-                               strict=True):
-            chromosome = chromosomes[inputs[key].gene["chrom"]]
-            fits[key] = finish_gene(context, config, inputs[key], result, chromosome,
-                                    covariates, folds, scores[key], weights[key],
-                                    fold_scores[key])
-        logged = log_models(mlflow, context, SINGLE_GENE, genes,
-                            {k: (f.scored, f.metrics) for k, f in fits.items()},
-                            {k: model_params(config, f.result) for k, f in fits.items()},
-                            {k: f.exports for k, f in fits.items()}, VERSION,
-                            {k: f.digest for k, f in fits.items()},
-                            {k: f.result.failed for k, f in fits.items()})
+        digests = {key: gene_digest(inputs[key], covariates, folds, scores[key],
+                                    fold_scores[key]) for key in genes}
+        fits: dict[str, GeneFit] = {}
+
+        def finished() -> Iterator[GeneModels]:
+            """Each gene fitted in a worker process (one per core), finished here in gene
+            order and handed to MLflow while the workers fit the next genes."""
+            done = ordered_map(fit, jobs, min(available_cores(), len(genes)))
+            for key, result in zip(genes, done, strict=True):
+                chromosome = chromosomes[inputs[key].gene["chrom"]]
+                fits[key] = gene_fit = finish_gene(
+                    context, config, inputs[key], result, chromosome, covariates, folds,
+                    scores[key], weights[key], fold_scores[key])
+                yield GeneModels(key, gene_fit.scored, gene_fit.metrics,
+                                 model_params(config, result), gene_fit.exports, result.failed)
+
+        logged = log_models(mlflow, context, SINGLE_GENE, digests, finished(), VERSION)
         tables = ByPartition()
         for key, fit in fits.items():
             context.add_asset_metadata(gene_metadata(key, fit, mlflow, logged[key]),

@@ -5,6 +5,7 @@ gene by gene (:mod:`apoe_assets.ml.stacking`)."""
 
 import functools
 import time
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 import numpy as np
@@ -12,7 +13,12 @@ import pandas as pd
 
 from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.metadata import preview, scalars
-from apoe_assets.assets.model_tracking import LoggedGene, log_models, tracking_metadata
+from apoe_assets.assets.model_tracking import (
+    GeneModels,
+    LoggedGene,
+    log_models,
+    tracking_metadata,
+)
 from apoe_assets.assets.plots import embedded, png, r2_heatmap
 from apoe_assets.ml.comparison import stacking_model_name
 from apoe_assets.ml.exported_models import check_exported, export_fold, stacking_exports
@@ -45,12 +51,25 @@ METRICS_SHOWN = ["r2", "pearson_r", "mse", "fold_r2_mean", "fold_r2_se"]
 def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: StackingInputs,
                 covariates: pd.DataFrame, folds: pd.Series, processes: int | None = None
                 ) -> tuple[dict[str, StackResult], dict[str, float]]:
+    """:func:`stacked_genes`, collected: the results (gene → :class:`StackResult`:
+    predictions, fitted models per fold, metrics, provenance; in the order of
+    ``inputs.targets``) and the seconds per gene."""
+    results, seconds = {}, {}
+    for gene, result, elapsed in stacked_genes(context, config, inputs, covariates, folds,
+                                               processes):
+        results[gene], seconds[gene] = result, elapsed
+    return results, seconds
+
+
+def stacked_genes(context: dg.AssetExecutionContext, config: Study, inputs: StackingInputs,
+                  covariates: pd.DataFrame, folds: pd.Series, processes: int | None = None
+                  ) -> Iterator[tuple[str, StackResult, float]]:
     """:func:`stack_gene` for every target gene of ``inputs`` with the study's inner folds and
     seed, each result checked by :func:`check_no_leakage`; progress logged per gene. Genes
     are fitted in ``processes`` worker processes (default: one per available core; 1: in this
-    process), each gene seeded on its own, so the results do not depend on how many. Returns
-    the results (gene → :class:`StackResult`: predictions, fitted models per fold, metrics,
-    provenance; in the order of ``inputs.targets``) and the seconds per gene."""
+    process), each gene seeded on its own, so the results do not depend on how many. Yields
+    gene, result and seconds in the order of ``inputs.targets``, each as soon as it and the
+    genes before it are done, while the workers fit the next."""
     processes = min(processes or available_cores(), len(inputs.targets)) or 1
     fit = functools.partial(_stack_timed, inputs.features, covariates=covariates, folds=folds,
                             fold_features=inputs.fold_features,
@@ -58,7 +77,6 @@ def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stacki
     total = len(inputs.targets)
     width = inputs.features.shape[1] + (0 if inputs.fold_features is None else
                                         inputs.fold_features.shape[1] - 3)
-    results, seconds = {}, {}
     started_all = time.perf_counter()
     done = ordered_map(fit, ((target, gene) for gene, target in inputs.targets.items()),
                        processes)
@@ -68,7 +86,6 @@ def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stacki
         except LeakageError as error:
             raise dg.Failure(f"{gene}: multi-gene stacking leaks: {error}",
                              allow_retries=False) from error
-        results[gene], seconds[gene] = result, elapsed
         for note in result.notes:
             context.log.warning(note if note.startswith(gene) else f"{gene}: {note}")
         r2 = result.metrics()["r2"]
@@ -78,7 +95,7 @@ def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stacki
         context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} "
                          f"features in {elapsed:.1f} s; {summary}; about "
                          f"{so_far / number * (total - number):.0f} s to go")
-    return results, seconds
+        yield gene, result, elapsed
 
 
 def _stack_timed(features: pd.DataFrame, target: pd.Series, gene: str, **settings: object
@@ -155,31 +172,35 @@ def stacking_params(config: Study, result: StackResult, inputs: StackingInputs
 
 
 def log_stacking(tracking: MlflowTracking, context: dg.AssetExecutionContext, config: Study,
-                 inputs: StackingInputs, results: dict[str, StackResult],
+                 inputs: StackingInputs, stacked: Iterable[tuple[str, StackResult]],
                  covariates: pd.DataFrame, folds: pd.Series) -> dict[str, LoggedGene]:
     """Every gene's stacking models in MLflow's ``multi-gene-stacking`` experiment, under the
-    comparison's model names; each exported fit checked against the stored predictions."""
+    comparison's model names; each exported fit checked against the stored predictions.
+    ``stacked`` (gene, result; every gene of ``inputs.targets``, in order) is consumed as the
+    runs are logged."""
     fold = export_fold(folds)
-    tables, params, exports, versions = {}, {}, {}, {}
-    for gene, result in results.items():
-        predictions = result.predictions.rename(
-            columns={m: stacking_model_name(m) for m in result.columns})
-        metrics = result.metrics().rename(index=stacking_model_name).drop(columns="n")
-        x_test = fold_inputs(inputs.features, inputs.targets[gene], folds, fold,
-                             covariates=covariates, fold_features=inputs.fold_features,
-                             n_inner_folds=config.prs.inner_folds, seed=config.seed)[2]
-        exports[gene] = stacking_exports(result, x_test, fold, stacking_model_name)
-        for export in exports[gene].values():
-            check_exported(export, predictions)
-        tables[gene], params[gene] = (predictions, metrics), stacking_params(config, result,
-                                                                             inputs)
-        versions[gene] = inputs_digest({
-            "features": inputs.features, "target": inputs.targets[gene],
-            "covariates": covariates, "folds": folds,
-            "fold_features": (pd.DataFrame() if inputs.fold_features is None
-                              else inputs.fold_features)})
-    return log_models(tracking, context, MULTI_GENE_STACKING, list(results), tables, params,
-                      exports, STACKING_VERSION, versions)
+    fold_features = pd.DataFrame() if inputs.fold_features is None else inputs.fold_features
+    versions = {gene: inputs_digest({"features": inputs.features, "target": target,
+                                     "covariates": covariates, "folds": folds,
+                                     "fold_features": fold_features})
+                for gene, target in inputs.targets.items()}
+
+    def ready() -> Iterator[GeneModels]:
+        for gene, result in stacked:
+            predictions = result.predictions.rename(
+                columns={m: stacking_model_name(m) for m in result.columns})
+            metrics = result.metrics().rename(index=stacking_model_name).drop(columns="n")
+            x_test = fold_inputs(inputs.features, inputs.targets[gene], folds, fold,
+                                 covariates=covariates, fold_features=inputs.fold_features,
+                                 n_inner_folds=config.prs.inner_folds, seed=config.seed)[2]
+            exports = stacking_exports(result, x_test, fold, stacking_model_name)
+            for export in exports.values():
+                check_exported(export, predictions)
+            yield GeneModels(gene, predictions, metrics, stacking_params(config, result, inputs),
+                             exports)
+
+    return log_models(tracking, context, MULTI_GENE_STACKING, versions, ready(),
+                      STACKING_VERSION)
 
 
 def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
@@ -218,9 +239,17 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         context.log.info(f"stacking {len(inputs.targets)} genes on {inputs.features.shape[1]} "
                          "Enformer features" + (" and the genotype scores of "
                                                 f"{len(scores)} genes" if scores else ""))
-        results, seconds = stack_genes(context, config, inputs, covariates, folds)
+        results, seconds = {}, {}
+
+        def stacked() -> Iterator[tuple[str, StackResult]]:
+            """Each gene as it is stacked, logged to MLflow while the workers fit the next."""
+            for gene, result, elapsed in stacked_genes(context, config, inputs, covariates,
+                                                       folds):
+                results[gene], seconds[gene] = result, elapsed
+                yield gene, result
+
+        logged = log_stacking(mlflow, context, config, inputs, stacked(), covariates, folds)
         table = stacking_table(results)
-        logged = log_stacking(mlflow, context, config, inputs, results, covariates, folds)
         context.add_output_metadata({**stacking_metadata(results, inputs, seconds, table),
                                      **tracking_metadata(mlflow, logged)})
         return table

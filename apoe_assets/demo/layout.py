@@ -30,7 +30,10 @@ ENFORMER_TRACKS = ("CAGE:brain",)
 """Track selectors of the Enformer feature (descriptions starting with this)."""
 ENFORMER_HAPLOTYPES = "mean"
 """How a person's two haplotype features are combined."""
-ENFORMER_BATCH_SIZE = 8
+ENFORMER_BATCH_SIZE = 2
+"""Sequences a forward pass: the demo model's fastest on 2 CPU cores (`bench_enformer.py
+--configs small`: 50 sequences/s at 2 against 43 at 8; `enformer_predictions` of ten genes
+47 s against 60 s)."""
 SNP_EFFECT_TRACKS = ("CHIP:H3K27me3",)
 """Tracks of ``snp_effects``: of the marks the study's default names, the only one the demo
 head has (it has no H3K9me3 or H3K36me3 track)."""
