@@ -45,7 +45,7 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
         assert (study / raw[key]).is_file(), key
     assert raw["enformer"] == {"weights": "enformer/weights.safetensors",
                                "targets": "enformer/targets.txt", "tracks": ["CAGE:brain"],
-                               "haplotypes": "mean", "batch_size": 8}
+                               "haplotypes": "mean", "batch_size": 2}
     assert raw["snp_effects"] == {"tracks": ["CHIP:H3K27me3"],  # the only mark its head has
                                   "indels": True}  # they carry its Enformer component
     assert raw["overlap"] == {"top_k": 3}  # its windows hold 43–64 variants
