@@ -1,6 +1,5 @@
 """Process pools for CPU-bound work on every core: the per-gene fits of a range of genes
-(genotype models, Enformer models, multi-gene stacking) in one spawned worker per core, the
-workers kept for the process's next range."""
+(genotype models, Enformer models, multi-gene stacking) in one spawned worker per core."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,20 +44,6 @@ def process_pool(processes: int) -> ProcessPoolExecutor:
                                initializer=_one_blas_thread)
 
 
-_SHARED_POOLS: dict[int, ProcessPoolExecutor] = {}
-
-
-def shared_pool(processes: int) -> ProcessPoolExecutor:
-    """This process's :func:`process_pool` of ``processes`` workers, started on first use and
-    kept until the process exits (or a worker dies): the stages of a run executed in one
-    process (``make demo``: the genotype models, the Enformer models, the stacking) reuse its
-    workers, as each fresh spawned interpreter first imports the whole code location (about
-    4 s of both cores)."""
-    if processes not in _SHARED_POOLS:
-        _SHARED_POOLS[processes] = process_pool(processes)
-    return _SHARED_POOLS[processes]
-
-
 def _one_blas_thread() -> None:
     from threadpoolctl import threadpool_limits
 
@@ -71,29 +55,20 @@ def _one_blas_thread() -> None:
 def ordered_map(function: Callable[..., T], jobs: Iterable[tuple], processes: int
                 ) -> Iterator[T]:
     """``function(*job)`` for each job, in the jobs' order: in this process when ``processes``
-    is 1, else in the :func:`shared_pool` of that many workers with at most two jobs a worker
+    is 1, else in a :func:`process_pool` of that many workers with at most two jobs a worker
     in flight (so a long range of genes never holds all their inputs at once). ``function``
-    and the jobs must pickle; a job's error is raised when its turn comes, and the jobs not
-    yet started are then cancelled. A daemonic process (a Celery worker's pool process) may
-    have no children: there the jobs run in it, and the Celery workers spread the steps
-    instead."""
+    and the jobs must pickle; a job's error is raised when its turn comes. A daemonic process
+    (a Celery worker's pool process) may have no children: there the jobs run in it, and the
+    Celery workers spread the steps instead."""
     if processes <= 1 or multiprocessing.current_process().daemon:
         for job in jobs:
             yield function(*job)
         return
-    pool = shared_pool(processes)
-    pending: deque[Future] = deque()
-    try:
+    with process_pool(processes) as pool:
+        pending: deque[Future] = deque()
         for job in jobs:
             pending.append(pool.submit(function, *job))
             if len(pending) >= 2 * processes:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-    except BrokenProcessPool:  # a worker died: the next call starts fresh ones
-        if _SHARED_POOLS.get(processes) is pool:
-            del _SHARED_POOLS[processes]
-        raise
-    finally:
-        for future in pending:
-            future.cancel()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -52,37 +51,6 @@ def test_at_most_two_jobs_a_worker_are_taken_ahead() -> None:
     assert next(results) == 0
     assert len(taken) == 4
     assert list(results) == [v * v for v in range(1, 20)]
-
-
-def worker_pid(_: int) -> int:
-    """The worker's process ID, after a moment, so that both workers take jobs."""
-    time.sleep(0.2)
-    return os.getpid()
-
-
-def die(_: int) -> None:
-    """A worker killed mid-job, as the OOM killer would."""
-    os._exit(1)
-
-
-def test_the_workers_are_kept_for_the_next_map() -> None:
-    """A second map in the same process runs in the same worker processes (catches a pool
-    started fresh each time: each new interpreter imports the code location, ~4 s of both
-    cores, once per stage of ``make demo``)."""
-    first = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
-    second = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
-    assert len(first) == 2 and first == second
-    assert os.getpid() not in first
-
-
-def test_a_dead_worker_fails_its_map_and_the_next_map_starts_fresh_ones() -> None:
-    """A worker that dies breaks the pool: its map raises, and the next one gets new
-    workers instead of the broken pool."""
-    before = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
-    with pytest.raises(BrokenProcessPool):
-        list(ordered_map(die, [(0,), (1,)], 2))
-    after = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
-    assert len(after) == 2 and not before & after
 
 
 def _map_in_a_daemon(queue: multiprocessing.Queue) -> None:
