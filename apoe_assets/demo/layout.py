@@ -43,7 +43,8 @@ shifts every base on one side of the TSS), so the SNVs alone explain little of i
 OVERLAP_TOP_K = 3
 """Top SNPs per ranking in ``eqtl_overlap``: the demo's windows hold 43–64 variants that both
 scans saw, so the default 50 would take nearly all of them; 3 is about the default's share of a
-real window (50 of ≈ 1,500 variants), and the planted component sits in 1–3 variants a gene."""
+real window (50 of ≈ 1,500 variants), and the planted component sits in one dominant variant a
+gene."""
 
 
 def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
