@@ -151,8 +151,9 @@ def _genes_of(request: dg.RunRequest, order: list[str]) -> list[str]:
 def test_schedule_requests_exactly_the_missing_or_stale_gene_partitions(built) -> None:
     """TOMM40 needs every gene asset; APOE and APOC1 every one but the two built; nothing
     built is requested again. Every gene asset takes a range of genes a run (multi-run
-    backfill policies, genes_per_run 10), so APOE and APOC1, needing the same assets and
-    contiguous, share one run; so do all three genes for the scans and scores alone."""
+    backfill policies, the demo's genes_per_run 12), so APOE and APOC1, needing the same
+    assets and contiguous, share one run; so do all three genes for the scans and scores
+    alone."""
     _, defs, instance = built
     graph = defs.resolve_asset_graph()
     parts = study_partitions(load_study(built[0]))

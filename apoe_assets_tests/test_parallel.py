@@ -1,12 +1,14 @@
 """``ordered_map``: results in the jobs' order whatever order the workers finish in, a job's
-error raised at its turn, and only a few jobs a worker in flight; ``available_cores`` within
-a container's CPU limit."""
+error raised at its turn, only a few jobs a worker in flight, and workers kept for the
+process's next map without keeping a process from exiting; ``available_cores`` within a
+container's CPU limit."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,67 @@ def test_at_most_two_jobs_a_worker_are_taken_ahead() -> None:
     assert next(results) == 0
     assert len(taken) == 4
     assert list(results) == [v * v for v in range(1, 20)]
+
+
+def worker_pid(_: int) -> int:
+    """The worker's process ID, after a moment, so that both workers take jobs."""
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def die(_: int) -> None:
+    """A worker killed mid-job, as the OOM killer would."""
+    os._exit(1)
+
+
+def test_the_workers_are_kept_for_the_next_map() -> None:
+    """A second map in the same process runs in the same worker processes (catches a pool
+    started fresh each time: each new interpreter imports the code location, about 3 s of
+    both cores, once per stage of ``make demo``)."""
+    first = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
+    second = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
+    assert len(first) == 2 and first == second
+    assert os.getpid() not in first
+
+
+def test_a_dead_worker_fails_its_map_and_the_next_map_starts_fresh_ones() -> None:
+    """A worker that dies breaks the pool: its map raises, and the next one gets new
+    workers instead of the broken pool."""
+    before = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
+    with pytest.raises(BrokenProcessPool):
+        list(ordered_map(die, [(0,), (1,)], 2))
+    after = set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))
+    assert len(after) == 2 and not before & after
+
+
+def _map_and_return(queue: multiprocessing.Queue) -> None:
+    queue.put(sorted(set(ordered_map(worker_pid, [(v,) for v in range(4)], 2))))
+
+
+def test_a_child_process_holding_the_kept_workers_exits() -> None:
+    """A spawned process (as a Dagster step process is) that mapped and returned exits,
+    and takes its kept workers with it (catches the kept pool left running: at exit a
+    ``multiprocessing`` child joins its children, and idle workers never end)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_map_and_return, args=(queue,))
+    child.start()
+    workers = queue.get(timeout=60)
+    child.join(timeout=30)
+    stuck = child.is_alive()
+    if stuck:
+        child.kill()
+    assert not stuck, "the child process waited on its kept workers at exit"
+    assert child.exitcode == 0
+    for pid in workers:  # the workers are gone too, not orphaned
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _map_in_a_daemon(queue: multiprocessing.Queue) -> None:

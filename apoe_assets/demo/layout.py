@@ -48,7 +48,8 @@ gene."""
 
 
 def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
-    """The study file, keys in a fixed order, paths relative to it."""
+    """The study file, keys in a fixed order, paths relative to it; every gene in one backfill
+    run a gene asset (each run loads the chromosome and the model once)."""
     lines = [
         f"name: {STUDY_NAME}",
         f"seed: {seed}",
@@ -60,6 +61,7 @@ def study_yaml(seed: int, genes: Sequence[str]) -> bytes:
         f"genes: [{', '.join(genes)}]",
         f"window_length: {WINDOW_LENGTH}",
         f"cis_window: {CIS_WINDOW}",
+        f"genes_per_run: {len(genes)}",
         "ref_mismatch: fail",
         f"storage_root: {STORAGE_ROOT}",
         f"mlflow_tracking_uri: {MLFLOW_TRACKING_URI}",
