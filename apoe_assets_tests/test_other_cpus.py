@@ -1,10 +1,14 @@
-"""The Enformer tests again, as another CPU would run them: XLA limited to older instruction
-sets (other kernels, other SIMD widths, so other summation orders; on an AVX-512 machine,
-SSE4.2 changes the last bits of every forward) and three host devices (batches sharded three
-ways). Each run is a fresh process, since XLA reads its flags once.
+"""The Enformer tests again, as another CPU would run them: XLA limited to SSE4.2 (other
+kernels, other SIMD widths, so other summation orders; on this AVX-512 machine it changes the
+last bits of every forward, where AVX2 gives the default's bits) with three host devices
+(batches sharded three ways), in a fresh process, since XLA reads its flags once.
 
 Catches a comparison or tolerance that holds only for this CPU's kernels, and a test that
-assumes one device (batch sizes, progress steps); its first run found two of the latter.
+assumes one device (batch sizes, progress steps); its first run found two of the latter. The
+two are independent, so one run covers both (the suite's time); the one-device path is the
+rest of the suite's. The ``enformer_predictions`` asset is not rerun here (its fixture alone
+takes about a minute): it predicts through the same ``Predictor`` whose sharded batches
+``test_inference`` checks.
 """
 
 from __future__ import annotations
@@ -40,16 +44,14 @@ def _run(command: list[str], xla_flags: str) -> subprocess.CompletedProcess:
                           timeout=RUN_SECONDS)
 
 
-def test_enformer_tests_pass_on_sse4_2() -> None:
-    """One device, the oldest instruction set XLA takes (AVX2 runs with three devices in
-    ``test_other_devices.py``)."""
-    run_under("--xla_cpu_max_isa=SSE4_2", 1, ENFORMER_TESTS)
+def test_enformer_tests_pass_on_sse4_2_with_three_devices() -> None:
+    run_under("--xla_cpu_max_isa=SSE4_2 --xla_force_host_platform_device_count=3", 3,
+              ENFORMER_TESTS)
 
 
 def run_under(xla_flags: str, devices: int, tests: list[str]) -> None:
     """Run ``tests`` in a fresh process under ``xla_flags`` (which must give ``devices``
-    CPU devices) and require them to pass. (``test_other_devices.py`` runs the three-device
-    case, in a file of its own so that the test workers can run it beside these.)"""
+    CPU devices) and require them to pass."""
     probe = _run([sys.executable, "-c", CHECK_DEVICES], xla_flags)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.split() == [str(devices), "cpu"], probe.stdout
