@@ -24,16 +24,47 @@ EXAMPLE_ROWS = 5
 
 
 @dataclass(frozen=True)
+class GenePlots:
+    """One gene's PNGs for MLflow: per model with finite predictions, observed against
+    out-of-fold predicted; and the pooled R² by model."""
+
+    observed_vs_predicted: Mapping[str, bytes]
+    r2_by_model: bytes
+
+
+def logged_model_names(predictions: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
+    """The models of ``metrics`` (index) whose predictions are all finite: those that get a
+    run (a model skipped for a gene has NaN predictions)."""
+    return [m for m in metrics.index
+            if np.isfinite(predictions[m].to_numpy(np.float64)).all()]
+
+
+def gene_plots(gene: str, predictions: pd.DataFrame, metrics: pd.DataFrame) -> GenePlots:
+    """:class:`GenePlots` of one gene's out-of-fold ``predictions`` (with ``observed``) and
+    ``metrics``. Rendering takes a tenth of a second a plot, so the model assets call it
+    where the gene was fitted (a worker process), not in the process that logs."""
+    observed = predictions["observed"].to_numpy()
+    return GenePlots(
+        {model: png(prediction_figure(observed, {model: predictions[model].to_numpy()},
+                                      {model: float(metrics.loc[model, "r2"])},
+                                      f"{gene}: observed vs out-of-fold prediction"))
+         for model in logged_model_names(predictions, metrics)},
+        png(r2_figure(metrics, gene)))
+
+
+@dataclass(frozen=True)
 class GeneModels:
     """One gene's fitted models, ready to log: out-of-fold ``predictions`` indexed by sample
-    (with ``fold`` and ``observed``), ``metrics`` per model, and per model its ``params``, its
-    ``exported`` fit and, for fits that raised, the error (``failed``)."""
+    (with ``fold`` and ``observed``), ``metrics`` per model, per model its ``params`` and its
+    ``exported`` fit, the gene's :func:`gene_plots` and, for fits that raised, the error
+    (``failed``)."""
 
     gene: str
     predictions: pd.DataFrame
     metrics: pd.DataFrame
     params: Mapping[str, Mapping[str, Any]]
     exported: Mapping[str, ExportedModel]
+    plots: GenePlots
     failed: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -57,27 +88,22 @@ def fold_metric_table(predictions: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: pd.DataFrame,
              params: Mapping[str, Mapping[str, Any]], exported: Mapping[str, ExportedModel],
-             failed: Mapping[str, str] | None = None,
+             plots: GenePlots, failed: Mapping[str, str] | None = None,
              tags: Mapping[str, Any] | None = None) -> LoggedGene:
     """A run per model of ``metrics`` (index) whose predictions are finite: params, per-fold
     and pooled metrics, the exported fit (when there is one) and its observed-vs-predicted
-    plot. A model whose fit failed (``failed``: model → error) gets a FAILED run carrying the
-    error; a run that fails while logging is ended FAILED too; the others are logged. ``tags``
-    (the gene's own ``partition`` and ``data_version``) override the parent run's."""
+    plot (of ``plots``, the gene's :func:`gene_plots`). A model whose fit failed
+    (``failed``: model → error) gets a FAILED run carrying the error; a run that fails while
+    logging is ended FAILED too; the others are logged. ``tags`` (the gene's own
+    ``partition`` and ``data_version``) override the parent run's."""
     logged = LoggedGene()
     tags = dict(tags or {})
     for model, error in (failed or {}).items():
         parent.log_failed_model_run(gene, model, error, params=params.get(model, {}),
                                     tags=tags)
         logged.failed[model] = error
-    for model in metrics.index:
-        if not np.isfinite(predictions[model].to_numpy(np.float64)).all():
-            continue
+    for model in logged_model_names(predictions, metrics):
         export = exported.get(model)
-        r2 = float(metrics.loc[model, "r2"])
-        figure = prediction_figure(predictions["observed"].to_numpy(),
-                                   {model: predictions[model].to_numpy()}, {model: r2},
-                                   f"{gene}: observed vs out-of-fold prediction")
         try:
             logged.runs[model] = parent.log_model_run(
                 gene, model, params={**params.get(model, {}),
@@ -86,7 +112,7 @@ def log_gene(parent: ParentRun, gene: str, predictions: pd.DataFrame, metrics: p
                 pooled_metrics=metrics.loc[model].astype(float).to_dict(),
                 model=None if export is None else export.estimator,
                 input_example=None if export is None else export.inputs.head(EXAMPLE_ROWS),
-                plots={"observed_vs_predicted": png(figure)},
+                plots={"observed_vs_predicted": plots.observed_vs_predicted[model]},
                 tags={**tags, TAG_PREDICTIONS: predictions_digest(
                     predictions.index, predictions["observed"], predictions[model])})
         except Exception as exc:  # one model's failure must not lose the others' runs
@@ -110,20 +136,20 @@ def log_models(tracking: MlflowTracking, context: dg.AssetExecutionContext, expe
     partition = ",".join(genes) if len(genes) <= 3 else f"{genes[0]}…{genes[-1]}"
     data_version = data_versions[genes[0]] if len(genes) == 1 else "multiple"
     results: dict[str, LoggedGene] = {}
-    metrics: dict[str, pd.DataFrame] = {}
+    r2_plots: dict[str, bytes] = {}
     with tracking.parent_run(experiment, context.run.run_id, asset, tags={
             "partition": partition, "code_version": code_version,
             "data_version": data_version}) as parent:
         for gene_models in models:
             gene = gene_models.gene
             logged = log_gene(parent, gene, gene_models.predictions, gene_models.metrics,
-                              gene_models.params, gene_models.exported, gene_models.failed,
+                              gene_models.params, gene_models.exported, gene_models.plots,
+                              gene_models.failed,
                               tags={"partition": gene, "data_version": data_versions[gene]})
-            results[gene], metrics[gene] = logged, gene_models.metrics
+            results[gene], r2_plots[gene] = logged, gene_models.plots.r2_by_model
             context.log.info(f"{gene}: {len(logged.runs)} MLflow run(s)"
                              + (f", FAILED: {', '.join(logged.failed)}" if logged.failed else ""))
-        parent.log_plots({f"r2_by_model_{gene}": png(r2_figure(table, gene))
-                          for gene, table in metrics.items()})
+        parent.log_plots({f"r2_by_model_{gene}": image for gene, image in r2_plots.items()})
     return results
 
 

@@ -14,11 +14,13 @@ from apoe_assets.assets.eqtl import gene_expression, gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.model_tracking import (
     GeneModels,
+    GenePlots,
     LoggedGene,
+    gene_plots,
     log_models,
     tracking_metadata,
 )
-from apoe_assets.assets.plots import prediction_plot
+from apoe_assets.assets.plots import embedded, png, prediction_figure
 from apoe_assets.enformer.predictions import GenePredictions
 from apoe_assets.ml.enformer_models import (
     ENFORMER_MODELS,
@@ -90,13 +92,16 @@ def exported_models(result: EnformerModels, features: pd.DataFrame | None,
 @dataclasses.dataclass(frozen=True)
 class GeneFit:
     """One gene's models before logging: the stored table, the scored table and metrics,
-    the Enformer models' result and the exported fits."""
+    the Enformer models' result, the plots (for MLflow, and all models' panels for the
+    metadata) and the exported fits."""
 
     table: pd.DataFrame
     scored: pd.DataFrame
     metrics: pd.DataFrame
     result: EnformerModels
-    exports: dict[str, ExportedModel]
+    plots: GenePlots
+    prediction_png: bytes
+    exports: dict[str, ExportedModel] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,22 +122,35 @@ def gene_inputs(config: Study, gene: pd.Series, expression: pd.DataFrame,
     return GeneInputs(gene, features, gene_expression(expression, gene))
 
 
-def finish_gene(context: dg.AssetExecutionContext, config: Study, inputs: GeneInputs,
-                result: EnformerModels, genotypes: Any, covariates: pd.DataFrame,
-                folds: pd.Series, prs_scores: pd.DataFrame, prs_weights: pd.DataFrame,
-                prs_fold_scores: pd.DataFrame) -> GeneFit:
-    """One gene's fitted Enformer models beside its genotype models (``genotypes``: its
-    chromosome's matrix): notes logged, each exported fit checked against the stored
-    predictions."""
+def fit_gene(key: str, prs_scores: pd.DataFrame, features: pd.DataFrame | None,
+             fold_scores: pd.DataFrame, target: pd.Series, covariates: pd.DataFrame,
+             folds: pd.Series, gene_id: str, *, n_inner_folds: int, seed: int) -> GeneFit:
+    """One gene's Enformer models beside its genotype models (``prs_scores``), scored and
+    plotted: a worker process's task, so the plots are drawn beside the other genes' fits
+    rather than in the process that logs. Without its exports (see :func:`finish_gene`)."""
+    result = enformer_models(features, fold_scores, target, covariates, folds, gene_id,
+                             n_inner_folds=n_inner_folds, seed=seed)
     table = prs_scores.join(result.predictions[list(ENFORMER_MODELS)])
     scored = table if result.scored else table.assign(**dict.fromkeys(ALL_MODELS, np.nan))
     metrics = metrics_table(scored, ALL_MODELS)
-    for note in result.notes:
+    panels = png(prediction_figure(
+        table["observed"].to_numpy(), {m: table[m].to_numpy() for m in ALL_MODELS},
+        metrics["r2"].to_dict(), f"{key}: observed vs out-of-fold prediction"))
+    return GeneFit(table, scored, metrics, result, gene_plots(key, scored, metrics), panels)
+
+
+def finish_gene(context: dg.AssetExecutionContext, config: Study, inputs: GeneInputs,
+                fit: GeneFit, genotypes: Any, folds: pd.Series, prs_weights: pd.DataFrame,
+                prs_fold_scores: pd.DataFrame) -> GeneFit:
+    """``fit`` with its exported models (``genotypes``: its chromosome's matrix), each
+    checked against the stored predictions; its notes logged."""
+    for note in fit.result.notes:
         context.log.warning(f"{inputs.gene.name}: {note}")
-    exports = exported_models(result, inputs.features, prs_fold_scores, prs_weights, genotypes,
-                              inputs.gene, folds, config.cis_window, scored
-                              ) if result.scored else {}
-    return GeneFit(table, scored, metrics, result, exports)
+    if not fit.result.scored:
+        return fit
+    return dataclasses.replace(fit, exports=exported_models(
+        fit.result, inputs.features, prs_fold_scores, prs_weights, genotypes, inputs.gene,
+        folds, config.cis_window, fit.scored))
 
 
 def gene_digest(inputs: GeneInputs, covariates: pd.DataFrame, folds: pd.Series,
@@ -178,9 +196,9 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                 ("enformer_predictions", enformer_predictions)))
         inputs = {key: gene_inputs(config, gene_row(gene_annotation, key), expression,
                                    predictions.get(key)) for key in genes}
-        fit = functools.partial(enformer_models, n_inner_folds=config.prs.inner_folds,
+        fit = functools.partial(fit_gene, n_inner_folds=config.prs.inner_folds,
                                 seed=config.seed)
-        jobs = ((i.features, fold_scores[key], i.target, covariates, folds,
+        jobs = ((key, scores[key], i.features, fold_scores[key], i.target, covariates, folds,
                  str(i.gene["gene_id"])) for key, i in inputs.items())
         digests = {key: gene_digest(inputs[key], covariates, folds, scores[key],
                                     fold_scores[key]) for key in genes}
@@ -190,13 +208,14 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
             """Each gene fitted in a worker process (one per core), finished here in gene
             order and handed to MLflow while the workers fit the next genes."""
             done = ordered_map(fit, jobs, min(available_cores(), len(genes)))
-            for key, result in zip(genes, done, strict=True):
+            for key, fitted in zip(genes, done, strict=True):
                 chromosome = chromosomes[inputs[key].gene["chrom"]]
                 fits[key] = gene_fit = finish_gene(
-                    context, config, inputs[key], result, chromosome, covariates, folds,
-                    scores[key], weights[key], fold_scores[key])
+                    context, config, inputs[key], fitted, chromosome, folds, weights[key],
+                    fold_scores[key])
                 yield GeneModels(key, gene_fit.scored, gene_fit.metrics,
-                                 model_params(config, result), gene_fit.exports, result.failed)
+                                 model_params(config, gene_fit.result), gene_fit.exports,
+                                 gene_fit.plots, gene_fit.result.failed)
 
         logged = log_models(mlflow, context, SINGLE_GENE, digests, finished(), VERSION)
         tables = ByPartition()
@@ -220,9 +239,8 @@ def gene_metadata(key: str, fit: GeneFit, mlflow: MlflowTracking, logged: Logged
         "notes": "; ".join(result.notes) or "none",
         "boosting_parameters": ", ".join(f"{f.fold}: {f.boosting_params}"
                                          for f in result.folds),
-        "prediction_plot": prediction_plot(
-            table["observed"].to_numpy(), {m: table[m].to_numpy() for m in ALL_MODELS},
-            metrics["r2"].to_dict(), f"{key}: observed vs out-of-fold prediction"),
+        "prediction_plot": embedded(fit.prediction_png,
+                                    f"{key}: observed vs out-of-fold prediction"),
         **tracking_metadata(mlflow, {key: logged}),
         "preview": preview(table),
     }

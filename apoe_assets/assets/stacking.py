@@ -3,6 +3,7 @@ feature (and, with ``stacking.genotype_scores``, every gene's genotype scores), 
 models and a meta-learner per outer fold, every prediction out of fold and checked for leakage
 gene by gene (:mod:`apoe_assets.ml.stacking`)."""
 
+import dataclasses
 import functools
 import time
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,9 @@ from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.model_tracking import (
     GeneModels,
+    GenePlots,
     LoggedGene,
+    gene_plots,
     log_models,
     tracking_metadata,
 )
@@ -55,21 +58,33 @@ def stack_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stacki
     predictions, fitted models per fold, metrics, provenance; in the order of
     ``inputs.targets``) and the seconds per gene."""
     results, seconds = {}, {}
-    for gene, result, elapsed in stacked_genes(context, config, inputs, covariates, folds,
-                                               processes):
-        results[gene], seconds[gene] = result, elapsed
+    for stacked in stacked_genes(context, config, inputs, covariates, folds, processes):
+        results[stacked.gene], seconds[stacked.gene] = stacked.result, stacked.seconds
     return results, seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedGene:
+    """One gene's stacking as a worker returns it: the result, the seconds it took, and
+    the predictions, metrics and plots MLflow gets (under the comparison's model names)."""
+
+    gene: str
+    result: StackResult
+    seconds: float
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    plots: GenePlots
 
 
 def stacked_genes(context: dg.AssetExecutionContext, config: Study, inputs: StackingInputs,
                   covariates: pd.DataFrame, folds: pd.Series, processes: int | None = None
-                  ) -> Iterator[tuple[str, StackResult, float]]:
+                  ) -> Iterator[StackedGene]:
     """:func:`stack_gene` for every target gene of ``inputs`` with the study's inner folds and
     seed, each result checked by :func:`check_no_leakage`; progress logged per gene. Genes
     are fitted in ``processes`` worker processes (default: one per available core; 1: in this
     process), each gene seeded on its own, so the results do not depend on how many. Yields
-    gene, result and seconds in the order of ``inputs.targets``, each as soon as it and the
-    genes before it are done, while the workers fit the next."""
+    a :class:`StackedGene` a gene in the order of ``inputs.targets``, each as soon as it and
+    the genes before it are done, while the workers fit the next."""
     processes = min(processes or available_cores(), len(inputs.targets)) or 1
     fit = functools.partial(_stack_timed, inputs.features, covariates=covariates, folds=folds,
                             fold_features=inputs.fold_features,
@@ -80,7 +95,8 @@ def stacked_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stac
     started_all = time.perf_counter()
     done = ordered_map(fit, ((target, gene) for gene, target in inputs.targets.items()),
                        processes)
-    for number, (gene, result, elapsed) in enumerate(done, start=1):
+    for number, stacked in enumerate(done, start=1):
+        gene, result = stacked.gene, stacked.result
         try:
             check_no_leakage(result)
         except LeakageError as error:
@@ -93,17 +109,23 @@ def stacked_genes(context: dg.AssetExecutionContext, config: Study, inputs: Stac
         summary = (f"R² stack {r2[STACK]:.3f}, best base {r2.drop(STACK).idxmax()} "
                    f"{r2.drop(STACK).max():.3f}" if result.scored else "not scored")
         context.log.info(f"{gene} ({number}/{total}): {len(folds)} samples × {width} "
-                         f"features in {elapsed:.1f} s; {summary}; about "
+                         f"features in {stacked.seconds:.1f} s; {summary}; about "
                          f"{so_far / number * (total - number):.0f} s to go")
-        yield gene, result, elapsed
+        yield stacked
 
 
 def _stack_timed(features: pd.DataFrame, target: pd.Series, gene: str, **settings: object
-                 ) -> tuple[str, StackResult, float]:
-    """:func:`stack_gene` of one gene (a worker process's task) and its seconds."""
+                 ) -> StackedGene:
+    """:func:`stack_gene` of one gene, timed and plotted (a worker process's task, so the
+    plots are drawn beside the other genes' fits rather than in the process that logs)."""
     started = time.perf_counter()
     result = stack_gene(features, target, gene_id=gene, **settings)
-    return gene, result, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    predictions = result.predictions.rename(
+        columns={m: stacking_model_name(m) for m in result.columns})
+    metrics = result.metrics().rename(index=stacking_model_name).drop(columns="n")
+    return StackedGene(gene, result, seconds, predictions, metrics,
+                       gene_plots(gene, predictions, metrics))
 
 
 def stacking_metrics(results: dict[str, StackResult]) -> pd.DataFrame:
@@ -172,12 +194,12 @@ def stacking_params(config: Study, result: StackResult, inputs: StackingInputs
 
 
 def log_stacking(tracking: MlflowTracking, context: dg.AssetExecutionContext, config: Study,
-                 inputs: StackingInputs, stacked: Iterable[tuple[str, StackResult]],
+                 inputs: StackingInputs, stacked: Iterable[StackedGene],
                  covariates: pd.DataFrame, folds: pd.Series) -> dict[str, LoggedGene]:
     """Every gene's stacking models in MLflow's ``multi-gene-stacking`` experiment, under the
     comparison's model names; each exported fit checked against the stored predictions.
-    ``stacked`` (gene, result; every gene of ``inputs.targets``, in order) is consumed as the
-    runs are logged."""
+    ``stacked`` (every gene of ``inputs.targets``, in order) is consumed as the runs are
+    logged."""
     fold = export_fold(folds)
     fold_features = pd.DataFrame() if inputs.fold_features is None else inputs.fold_features
     versions = {gene: inputs_digest({"features": inputs.features, "target": target,
@@ -186,18 +208,15 @@ def log_stacking(tracking: MlflowTracking, context: dg.AssetExecutionContext, co
                 for gene, target in inputs.targets.items()}
 
     def ready() -> Iterator[GeneModels]:
-        for gene, result in stacked:
-            predictions = result.predictions.rename(
-                columns={m: stacking_model_name(m) for m in result.columns})
-            metrics = result.metrics().rename(index=stacking_model_name).drop(columns="n")
-            x_test = fold_inputs(inputs.features, inputs.targets[gene], folds, fold,
+        for gene in stacked:
+            x_test = fold_inputs(inputs.features, inputs.targets[gene.gene], folds, fold,
                                  covariates=covariates, fold_features=inputs.fold_features,
                                  n_inner_folds=config.prs.inner_folds, seed=config.seed)[2]
-            exports = stacking_exports(result, x_test, fold, stacking_model_name)
+            exports = stacking_exports(gene.result, x_test, fold, stacking_model_name)
             for export in exports.values():
-                check_exported(export, predictions)
-            yield GeneModels(gene, predictions, metrics, stacking_params(config, result, inputs),
-                             exports)
+                check_exported(export, gene.predictions)
+            yield GeneModels(gene.gene, gene.predictions, gene.metrics,
+                             stacking_params(config, gene.result, inputs), exports, gene.plots)
 
     return log_models(tracking, context, MULTI_GENE_STACKING, versions, ready(),
                       STACKING_VERSION)
@@ -241,12 +260,11 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                                                 f"{len(scores)} genes" if scores else ""))
         results, seconds = {}, {}
 
-        def stacked() -> Iterator[tuple[str, StackResult]]:
+        def stacked() -> Iterator[StackedGene]:
             """Each gene as it is stacked, logged to MLflow while the workers fit the next."""
-            for gene, result, elapsed in stacked_genes(context, config, inputs, covariates,
-                                                       folds):
-                results[gene], seconds[gene] = result, elapsed
-                yield gene, result
+            for gene in stacked_genes(context, config, inputs, covariates, folds):
+                results[gene.gene], seconds[gene.gene] = gene.result, gene.seconds
+                yield gene
 
         logged = log_stacking(mlflow, context, config, inputs, stacked(), covariates, folds)
         table = stacking_table(results)

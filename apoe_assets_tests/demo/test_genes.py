@@ -36,8 +36,8 @@ def test_study_file_has_the_agreed_keys_and_loads(study: Path) -> None:
     raw = read_study_yaml(study)
     assert list(raw) == ["name", "seed", "reference_fasta", "genotypes", "expression",
                          "covariates", "annotation", "genes", "window_length", "cis_window",
-                         "genes_per_run", "ref_mismatch", "storage_root", "mlflow_tracking_uri", "truth",
-                         "enformer", "snp_effects", "overlap"]
+                         "genes_per_run", "ref_mismatch", "storage_root",
+                         "mlflow_tracking_uri", "truth", "enformer", "snp_effects", "overlap"]
     assert raw["genes"] == DEFAULT_GENES
     assert raw["genes_per_run"] == len(DEFAULT_GENES)  # one range a gene asset
     assert (raw["window_length"], raw["cis_window"], raw["ref_mismatch"]) == (24576, 1_000_000,
