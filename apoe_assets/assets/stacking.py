@@ -208,15 +208,15 @@ def log_stacking(tracking: MlflowTracking, context: dg.AssetExecutionContext, co
                 for gene, target in inputs.targets.items()}
 
     def ready() -> Iterator[GeneModels]:
-        for gene in stacked:
-            x_test = fold_inputs(inputs.features, inputs.targets[gene.gene], folds, fold,
+        for done in stacked:
+            x_test = fold_inputs(inputs.features, inputs.targets[done.gene], folds, fold,
                                  covariates=covariates, fold_features=inputs.fold_features,
                                  n_inner_folds=config.prs.inner_folds, seed=config.seed)[2]
-            exports = stacking_exports(gene.result, x_test, fold, stacking_model_name)
+            exports = stacking_exports(done.result, x_test, fold, stacking_model_name)
             for export in exports.values():
-                check_exported(export, gene.predictions)
-            yield GeneModels(gene.gene, gene.predictions, gene.metrics,
-                             stacking_params(config, gene.result, inputs), exports, gene.plots)
+                check_exported(export, done.predictions)
+            yield GeneModels(done.gene, done.predictions, done.metrics,
+                             stacking_params(config, done.result, inputs), exports, done.plots)
 
     return log_models(tracking, context, MULTI_GENE_STACKING, versions, ready(),
                       STACKING_VERSION)
@@ -262,9 +262,9 @@ def stacking_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
 
         def stacked() -> Iterator[StackedGene]:
             """Each gene as it is stacked, logged to MLflow while the workers fit the next."""
-            for gene in stacked_genes(context, config, inputs, covariates, folds):
-                results[gene.gene], seconds[gene.gene] = gene.result, gene.seconds
-                yield gene
+            for done in stacked_genes(context, config, inputs, covariates, folds):
+                results[done.gene], seconds[done.gene] = done.result, done.seconds
+                yield done
 
         logged = log_stacking(mlflow, context, config, inputs, stacked(), covariates, folds)
         table = stacking_table(results)
