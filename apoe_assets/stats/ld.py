@@ -34,8 +34,8 @@ CLUMP_BATCH = 32
 TABLE_CHUNK_WORDS = 1 << 21
 """Bound on the ``uint64`` temporaries of one batch of two-locus tables (16 MiB)."""
 BOUND_SLACK = 1e-9
-"""Relative slack on the frequency bound of r², so rounding never skips a pair at the
-threshold."""
+"""Relative slack on the upper bounds of r² that skip pairs, so rounding never skips a pair
+at the threshold."""
 
 
 def genotype_codes(dosages: np.ndarray) -> np.ndarray:
@@ -193,10 +193,11 @@ def _lnlike(known: np.ndarray, centre: np.ndarray, freqs: np.ndarray, half: np.n
     return ll
 
 
-def haplotype_r2(tables: np.ndarray) -> np.ndarray:
-    """Signed r² (sign of D) from ``[m, 9]`` two-locus genotype tables; NaN where either
-    variant is monomorphic among the samples called at both."""
-    t = np.asarray(tables, dtype=np.float64)
+def _phase_shares(t: np.ndarray) -> tuple[np.ndarray, ...]:
+    """From ``[m, 9]`` float tables: the haplotype counts known without phase (11, 12, 21,
+    22), the double heterozygotes, twice the samples, the known haplotype frequencies, the
+    double heterozygotes' share ``half`` (each phase gets part of it) and the two allele-1
+    frequencies (which do not depend on that split)."""
     known = np.stack([2 * t[:, 0] + t[:, 1] + t[:, 3], 2 * t[:, 2] + t[:, 1] + t[:, 5],
                       2 * t[:, 6] + t[:, 3] + t[:, 7], 2 * t[:, 8] + t[:, 5] + t[:, 7]], axis=1)
     centre = t[:, 4]
@@ -204,9 +205,17 @@ def haplotype_r2(tables: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         freqs = known / twice[:, None]
         half = centre / twice
-    prod_1122, prod_1221 = freqs[:, 0] * freqs[:, 3], freqs[:, 1] * freqs[:, 2]
     f1x = freqs[:, 0] + freqs[:, 1] + half
     fx1 = freqs[:, 0] + freqs[:, 2] + half
+    return known, centre, twice, freqs, half, f1x, fx1
+
+
+def haplotype_r2(tables: np.ndarray) -> np.ndarray:
+    """Signed r² (sign of D) from ``[m, 9]`` two-locus genotype tables; NaN where either
+    variant is monomorphic among the samples called at both."""
+    t = np.asarray(tables, dtype=np.float64)
+    known, centre, twice, freqs, half, f1x, fx1 = _phase_shares(t)
+    prod_1122, prod_1221 = freqs[:, 0] * freqs[:, 3], freqs[:, 1] * freqs[:, 2]
     products = (prod_1122 != 0) | (prod_1221 != 0)
     undefined = (twice == 0) | ((centre == 0) & ~products)
     candidates = np.full((len(t), 3), np.nan)
@@ -256,17 +265,18 @@ def haplotype_r2(tables: np.ndarray) -> np.ndarray:
 
 
 def _r2_exceeding(tables: np.ndarray, threshold: float) -> np.ndarray:
-    """|r²| of each table where it may exceed ``threshold``, 0 where the allele frequencies
-    alone bound it below (|D| is at most min(p₁q₂, p₂q₁) or min(p₁p₂, q₁q₂))."""
+    """|r²| of each table where it may exceed ``threshold``, 0 where it cannot: D is linear
+    in the share of the double heterozygotes given to the 11/22 phase, which the likelihood
+    picks in [0, that share], and r²'s denominator does not depend on it, so r² is at most
+    the larger of its values at the two ends (no cubic needed for those pairs)."""
     t = tables.astype(np.float64)
-    twice = 2 * (t.sum(axis=1))
+    _, _, _, freqs, half, f1x, fx1 = _phase_shares(t)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = (2 * (t[:, 0] + t[:, 1] + t[:, 2]) + t[:, 3] + t[:, 4] + t[:, 5]) / twice
-        q = (2 * (t[:, 0] + t[:, 3] + t[:, 6]) + t[:, 1] + t[:, 4] + t[:, 7]) / twice
-        bound = np.maximum(np.minimum(p * (1 - q), q * (1 - p)) ** 2,
-                           np.minimum(p * q, (1 - p) * (1 - q)) ** 2) / (p * (1 - p) * q * (1 - q))
+        d_none = freqs[:, 0] - f1x * fx1
+        bound = (np.maximum(d_none ** 2, (d_none + half) ** 2)
+                 / (f1x * fx1 * (1 - f1x) * (1 - fx1)))
     values = np.zeros(len(t))
-    maybe = np.flatnonzero(bound > threshold * (1 - BOUND_SLACK))
+    maybe = np.flatnonzero(~(bound <= threshold * (1 - BOUND_SLACK)))  # NaN: compute it
     values[maybe] = np.abs(np.nan_to_num(haplotype_r2(t[maybe])))
     return values
 
