@@ -254,3 +254,37 @@ def test_a_fit_failing_in_one_fold_leaves_no_partial_predictions(
     assert result.failed == {"enformer_xgboost": "fold 0: RuntimeError: injected"}
     assert result.predictions["enformer_xgboost"].isna().all()
     assert result.predictions["enformer_linear"].notna().all()
+
+
+def test_tuning_scores_each_grid_point_as_its_own_fit() -> None:
+    """The tuning grid shares one fit of the most rounds between points that differ only in
+    ``n_estimators``. Each point's mean inner MSE must be what a separate fit of that point
+    (``XGBRegressor`` on the named features, as a user would write it) scores, and the chosen
+    point the one with the smallest. Float32 trees summed over the same trees: rtol 1e-6.
+    Catches predictions over the wrong trees (one tree off moves the MSE by ~1e-3 here) or
+    scores filed under the wrong point."""
+    from xgboost import XGBRegressor
+
+    from apoe_assets.ml.inner_cv import inner_splits
+
+    features, expression, covariates, folds, _ = _study()
+    features = features.assign(noise=np.random.default_rng(SEED).standard_normal(len(features)))
+    train = folds.index.tolist()
+    inner = pd.Series(np.arange(len(train)) % 3, index=train)
+    splits = inner_splits(train, inner, expression, covariates)
+    grid = {"max_depth": (2, 3), "n_estimators": (15, 40, 25), "learning_rate": (0.1,)}
+    best, scores = enformer_module.tune_boosting(features.loc[train], splits, SEED, grid)
+    x = features.loc[train]
+    expected = {}
+    for depth in grid["max_depth"]:
+        for rounds in grid["n_estimators"]:
+            params = {"max_depth": depth, "n_estimators": rounds, "learning_rate": 0.1}
+            errors = []
+            for s in splits:
+                model = XGBRegressor(**params, random_state=SEED, n_jobs=1,
+                                     tree_method="hist").fit(x.iloc[s.train], s.train_target)
+                errors.append(np.mean((s.test_target - model.predict(x.iloc[s.test])) ** 2))
+            expected[repr(params)] = float(np.mean(errors))
+    assert list(scores) == list(expected)
+    np.testing.assert_allclose(list(scores.values()), list(expected.values()), rtol=1e-6)
+    assert repr(best) == min(expected, key=expected.get)
