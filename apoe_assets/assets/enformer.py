@@ -8,6 +8,7 @@ import pandas as pd
 
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import track_plot
+from apoe_assets.assets.progress import throttled
 from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.features import tss_bins
 from apoe_assets.enformer.predictions import PREDICTIONS_VERSION, GenePredictions, predict_gene
@@ -95,6 +96,7 @@ def predict_one_gene(context: dg.AssetExecutionContext, config: Study, predictor
     computed_before = predictor.sequences_computed
     started = time.perf_counter()
 
+    @throttled
     def progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"{gene}: {done}/{total} distinct sequences ({rate:.2f} sequences/s)")
 

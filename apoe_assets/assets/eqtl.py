@@ -4,6 +4,7 @@ only), the latter being the only weights a polygenic score may use. Each scan's 
 fold scans and recognise stale ones without scanning again."""
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
@@ -14,10 +15,11 @@ from apoe_assets.assets.plots import locus_plot, qq_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.fold_scans import fingerprint_digest, scan_folds
 from apoe_assets.ml.folds import FOLD
+from apoe_assets.parallel import available_cores, ordered_map
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
-from apoe_assets.stats.eqtl import NOMINAL_VERSION, cis_window, permutation_test
+from apoe_assets.stats.eqtl import NOMINAL_VERSION, CisWindow, cis_window, permutation_test
 from apoe_assets.stats.provenance import SCANS_ATTR
 from apoe_assets.study import Study
 
@@ -38,15 +40,13 @@ def gene_expression(expression: pd.DataFrame, gene: pd.Series) -> pd.Series:
     return expression.loc[gene["gene_id"]]
 
 
-def gene_scan(config: Study, gene: pd.Series, genotypes: GenotypeMatrix,
-              expression: pd.DataFrame, covariates: pd.DataFrame, folds: pd.Series
-              ) -> tuple[pd.DataFrame, dict, list[str]]:
+def gene_scan(config: Study, gene: pd.Series, window: CisWindow, phenotype: pd.Series,
+              covariates: pd.DataFrame, folds: pd.Series) -> tuple[pd.DataFrame, dict, list[str]]:
     """One gene's stored scan table (every fold sample, then each fold's training samples,
-    fingerprints in its ``attrs``), its materialisation metadata and its notes."""
+    fingerprints in its ``attrs``), its materialisation metadata and its notes, from its cis
+    window of the fold samples and its expression (a worker's job)."""
     samples = folds.index.tolist()
     started = time.perf_counter()
-    window = cis_window(genotypes, gene, samples, flank=config.cis_window)
-    phenotype = gene_expression(expression, gene)
     scans = scan_folds(window, phenotype, covariates, folds, gene_id=str(gene["gene_id"]),
                        tss=int(gene["tss"]), maf_threshold=config.eqtl.maf_threshold)
     full = scans.full
@@ -86,6 +86,18 @@ def gene_scan(config: Study, gene: pd.Series, genotypes: GenotypeMatrix,
     return table, metadata, notes
 
 
+def scan_jobs(config: Study, genes: list[str], gene_annotation: pd.DataFrame,
+              chromosomes: dict[str, GenotypeMatrix], expression: pd.DataFrame,
+              covariates: pd.DataFrame, folds: pd.Series) -> Iterator[tuple]:
+    """:func:`gene_scan`'s arguments for each gene, one at a time (a gene without expression
+    fails here, before any worker starts on it)."""
+    samples = folds.index.tolist()
+    for key in genes:
+        gene = gene_row(gene_annotation, key)
+        window = cis_window(chromosomes[gene["chrom"]], gene, samples, flank=config.cis_window)
+        yield config, gene, window, gene_expression(expression, gene), covariates, folds
+
+
 def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     """The ``cis_eqtl`` asset, partitioned by gene, up to ``genes_per_run`` genes a run."""
 
@@ -105,15 +117,17 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         once on all fold samples (``fold`` <NA>, for reports) and once per outer fold on its
         training samples (for PRS weights), with the gene-level permutation p-value (beta
         approximation) in the metadata. A run may cover several genes: the chromosome,
-        expression and covariates are loaded once."""
+        expression and covariates are loaded once, and the genes are scanned in one worker
+        process per core."""
         config = study.load()
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
+        folds, genes = cv_folds[FOLD], context.partition_keys
         tables = ByPartition()
-        for key in context.partition_keys:
-            gene = gene_row(gene_annotation, key)
-            table, metadata, notes = gene_scan(config, gene, chromosomes[gene["chrom"]],
-                                               expression, covariates, cv_folds[FOLD])
+        done = ordered_map(gene_scan, scan_jobs(config, genes, gene_annotation, chromosomes,
+                                                expression, covariates, folds),
+                           min(available_cores(), len(genes)))
+        for key, (table, metadata, notes) in zip(genes, done, strict=True):
             for note in notes:
                 context.log.warning(f"{key}: {note}")
             context.add_asset_metadata(metadata, partition_key=key)

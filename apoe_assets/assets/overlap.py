@@ -16,6 +16,7 @@ from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.eqtl import gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import embedded, png
+from apoe_assets.parallel import available_cores, ordered_map
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, WithFigures, by_partition
 from apoe_assets.resources.study import StudyResource
@@ -39,15 +40,20 @@ def effect_table(snp_effects: Any) -> pd.DataFrame:
     return snp_effects if isinstance(snp_effects, pd.DataFrame) else snp_effects.table
 
 
+def scored_window(snp_effects: Any, genotypes: Any) -> Any:
+    """The rows of ``genotypes`` (a chromosome's matrix) spanning the scored variants."""
+    positions = effect_table(snp_effects)["pos"].to_numpy(np.int64)
+    return (genotypes.window(int(positions.min()) - 1, int(positions.max())) if len(positions)
+            else genotypes.window(0, 0))
+
+
 def gene_overlap(config: Study, key: str, snp_effects: Any, eqtl: pd.DataFrame,
                  genotypes: Any) -> core.OverlapResult:
-    """One gene's overlap from its stored inputs (``genotypes``: its chromosome's matrix; only
-    the rows spanning the scored variants are read)."""
+    """One gene's overlap from its stored inputs (``genotypes``: its chromosome's matrix, or
+    any part of it holding :func:`scored_window`)."""
     settings = config.overlap
     effects = effect_table(snp_effects)
-    positions = effects["pos"].to_numpy(np.int64)
-    window = (genotypes.window(int(positions.min()) - 1, int(positions.max())) if len(positions)
-              else genotypes.window(0, 0))
+    window = scored_window(effects, genotypes)
     return core.eqtl_overlap(
         effects, eqtl, window.variants["variant_id"].tolist(), window.dosages(),
         top_k=settings.top_k, ld_r2=settings.ld_r2, permutations=settings.permutations,
@@ -101,6 +107,13 @@ def overlap_plots(result: core.OverlapResult, key: str) -> dict[str, bytes]:
                                                f"{key}: model score vs eQTL")),
             "overlap_plot": png(overlap_figure(result.table,
                                                f"{key}: model top k ∩ eQTL SNPs"))}
+
+
+def overlap_with_plots(config: Study, key: str, snp_effects: Any, eqtl: pd.DataFrame,
+                       genotypes: Any, plots: bool) -> tuple[core.OverlapResult, dict[str, bytes]]:
+    """:func:`gene_overlap` and, if ``plots``, :func:`overlap_plots` (a worker's job)."""
+    result = gene_overlap(config, key, snp_effects, eqtl, genotypes)
+    return result, overlap_plots(result, key) if plots else {}
 
 
 def overlap_metadata(result: core.OverlapResult, images: dict[str, bytes]) -> dict:
@@ -173,7 +186,8 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         through LD (r² from the study's genotypes, null: circular shifts of the model ranking
         along the window), the top model SNP against the lead eQTL SNP, Spearman ρ, and the
         full matrix against the selected tracks. Plots in the metadata and beside the table.
-        A run may cover several genes: each chromosome is loaded once."""
+        A run may cover several genes: each chromosome is loaded once, and the genes'
+        overlaps and plots are computed in one worker process per core."""
         config = study.load()
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
@@ -182,16 +196,18 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         scans = by_partition(cis_eqtl, context.asset_partition_keys_for_input("cis_eqtl"))
         selected = context.op_execution_context.selected_output_names
         tables, variants = ByPartition(), ByPartition()
-        for key in context.partition_keys:
-            gene = gene_row(gene_annotation, key)
-            result = gene_overlap(config, key, effects[key], scans[key],
-                                  chromosomes[gene["chrom"]])
+        genes = context.partition_keys
+        plots = "eqtl_overlap" in selected  # only the table's output shows them
+        jobs = ((config, key, effects[key], scans[key], scored_window(
+                    effects[key], chromosomes[gene_row(gene_annotation, key)["chrom"]]), plots)
+                for key in genes)
+        done = ordered_map(overlap_with_plots, jobs, min(available_cores(), len(genes)))
+        for key, (result, images) in zip(genes, done, strict=True):
             for note in result.notes:
                 context.log.warning(f"{key}: {note}")
             context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
                              f"threshold {result.threshold:.3g}")
             if "eqtl_overlap" in selected:
-                images = overlap_plots(result, key)  # only the table's output shows them
                 context.add_asset_metadata(overlap_metadata(result, images),
                                            asset_key="eqtl_overlap", partition_key=key)
                 tables[key] = WithFigures(result.table, images)

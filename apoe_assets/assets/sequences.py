@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from apoe_assets.assets.metadata import preview
+from apoe_assets.assets.progress import throttled
 from apoe_assets.genomics.consensus import SKIP_REASONS
 from apoe_assets.genomics.fasta import ReferenceGenome
 from apoe_assets.genomics.genotypes import GenotypeMatrix
@@ -44,6 +45,7 @@ def gene_sequences(context: dg.AssetExecutionContext, config: Study, reference: 
     folder.path.chmod(0o755)  # mkdtemp makes it private; the stored folder is not
     started = time.perf_counter()
 
+    @throttled
     def progress(done: int, total: int) -> None:
         rate = done / max(time.perf_counter() - started, 1e-9)
         context.log.info(f"{key}: {done}/{total} samples ({rate:,.0f} samples/s)")

@@ -17,6 +17,7 @@ import pandas as pd
 from apoe_assets.assets.enformer import ACCELERATOR_RETRIES, HEAD, POOL, load_model, selected_tracks
 from apoe_assets.assets.metadata import preview
 from apoe_assets.assets.plots import embedded, png
+from apoe_assets.assets.progress import throttled
 from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.features import tss_bins
 from apoe_assets.enformer.targets import check_head_size, read_targets
@@ -124,6 +125,7 @@ def score_gene(context: dg.AssetExecutionContext, config: Study, predictor: "Pre
                                reference.fetch)
     variants = genotypes.window(window.window.start, window.window.end).variants
 
+    @throttled
     def progress(done: int, total: int, rate: float) -> None:
         context.log.info(f"{key}: {done}/{total} variants ({rate:.2f} variants/s)")
 
