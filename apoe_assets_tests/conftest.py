@@ -45,21 +45,20 @@ class NotComparedSummary:
             reporter.write_line(f"not compared here ({count} test{'s' * (count > 1)}): {reason}")
 
 
-LONG_FIRST = ("test_other_cpus.py", "e2e/test_dagster_ui.py", "enformer/test_against_pytorch.py",
-              "e2e/test_scale_out.py", "test_enformer_asset.py", "test_concurrency.py",
-              "resources/test_mlflow_tracking.py", "demo/test_determinism.py")
-"""The longest test files (paths under the test package), scheduled first in this order so
-that the two xdist workers of `make test` finish at about the same time, and so that the UI
-test, which mostly waits for the daemon's ticks, runs beside CPU-bound files (the other-CPU
-rerun, then the full-size Enformer against the peer) rather than beside the scale-out test,
-which waits too: xdist hands worker 1 the first file, worker 2 the second, and the next file
-to whichever worker has at most two tests left."""
+LONG_FIRST = ("other_cpus", "e2e", "slow")
+"""Markers of the longest tests: their files are scheduled first (in this order), so that the
+xdist workers of `make test` finish at about the same time."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    package = Path(__file__).parent
-    rank = {package / name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path, len(LONG_FIRST)))  # stable within a file
+    def rank(item: pytest.Item) -> int:
+        return min((i for i, m in enumerate(LONG_FIRST) if item.get_closest_marker(m)),
+                   default=len(LONG_FIRST))
+
+    first = {}
+    for item in items:
+        first[item.path] = min(first.get(item.path, len(LONG_FIRST)), rank(item))
+    items.sort(key=lambda item: first[item.path])  # stable: each file keeps its order
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -43,6 +43,8 @@ FLANK_BINS = 2
 XGB_GRID: Mapping[str, Sequence] = {"max_depth": (2, 4), "n_estimators": (50, 200),
                                     "learning_rate": (0.05,), "min_child_weight": (5,)}
 """Hyper-parameter grid of the boosting model (every combination scored by inner CV)."""
+XGB_DEFAULT_TREES = 100
+"""XGBoost's ``n_estimators`` when a grid leaves it out."""
 
 
 def boosting_features(predictions: GenePredictions, flank_bins: int = FLANK_BINS,
@@ -152,36 +154,39 @@ def tune_boosting(x: pd.DataFrame, splits: Sequence[InnerSplit], seed: int,
     """The grid point with the smallest mean inner MSE over the nested ``splits`` (ties: the
     first), and every point's mean inner MSE.
 
-    Grid points that differ only in ``n_estimators`` share one fit of the most rounds: the
-    first n trees of a deterministic booster (no subsampling) are the trees an n-round fit
+    Grid points that differ only in ``n_estimators`` share one fit of the most trees: the
+    first n trees of a deterministic booster (no subsampling) are the trees an n-tree fit
     grows, so its prediction over those trees is that fit's prediction."""
     names = list(grid)
     points = [dict(zip(names, values, strict=True))
               for values in itertools.product(*(grid[n] for n in names))]
-    errors: dict[str, list[float]] = {repr(params): [] for params in points}
+    most: dict[tuple, int] = {}
+    for params in points:
+        most[_others(params)] = max(most.get(_others(params), 0), _trees(params))
     features = x.to_numpy(np.float64)  # unnamed: XGBoost then skips name checks every round
+    errors: dict[str, list[float]] = {repr(params): [] for params in points}
     for s in splits:
-        for shared, rounds in _shared_rounds(points).items():
-            model = _boosting({**dict(shared), "n_estimators": max(rounds)}, seed).fit(
-                features[s.train], s.train_target)
-            for n in rounds:
-                predicted = model.predict(features[s.test], iteration_range=(0, n))
-                params = {**dict(shared), "n_estimators": n}
-                errors[repr({k: params[k] for k in names})].append(
-                    float(np.mean((s.test_target - predicted) ** 2)))
+        fitted: dict[tuple, XGBRegressor] = {}
+        for params in points:
+            shared = _others(params)
+            if shared not in fitted:
+                fitted[shared] = _boosting({**params, "n_estimators": most[shared]}, seed).fit(
+                    features[s.train], s.train_target)
+            predicted = fitted[shared].predict(features[s.test],
+                                               iteration_range=(0, _trees(params)))
+            errors[repr(params)].append(float(np.mean((s.test_target - predicted) ** 2)))
     scores = {key: float(np.mean(values)) for key, values in errors.items()}
     best = min(points, key=lambda params: scores[repr(params)])  # ties: the first
     return dict(best), scores
 
 
-def _shared_rounds(points: Sequence[dict]) -> dict[tuple, list[int]]:
-    """Grid points grouped by every parameter but ``n_estimators`` (default 100), with the
-    round counts each group asks for."""
-    groups: dict[tuple, list[int]] = {}
-    for params in points:
-        shared = tuple((k, v) for k, v in params.items() if k != "n_estimators")
-        groups.setdefault(shared, []).append(int(params.get("n_estimators", 100)))
-    return groups
+def _trees(params: Mapping) -> int:
+    return int(params.get("n_estimators", XGB_DEFAULT_TREES))
+
+
+def _others(params: Mapping) -> tuple:
+    """A grid point's parameters other than its tree count."""
+    return tuple((k, v) for k, v in params.items() if k != "n_estimators")
 
 
 def fit_enformer_fold(features: pd.DataFrame, stacking: pd.DataFrame, expression: pd.Series,
