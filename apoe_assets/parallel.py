@@ -38,6 +38,19 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return cores
 
 
+LIGHT_JOBS_FOR_WORKERS = 4
+"""Fewest jobs of a light step (about a second each, such as one gene's eQTL scan) that are
+handed to worker processes: starting the workers costs about 3 s of both cores, which a
+process pays once (the pool is kept), but every step process of Dagster's multiprocess
+executor pays again."""
+
+
+def processes_for(jobs: int, minimum: int = 1) -> int:
+    """Worker processes for ``jobs`` jobs: one per available core, at most one a job, and
+    none (1: in this process) below ``minimum`` jobs."""
+    return min(available_cores(), jobs) if jobs >= minimum else 1
+
+
 def process_pool(processes: int) -> ProcessPoolExecutor:
     """A pool of ``processes`` fresh interpreters (``spawn``: a forked copy of a process that
     holds JAX's or BLAS's threads can deadlock), each with one BLAS/OpenMP thread: the

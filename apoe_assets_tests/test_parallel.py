@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from apoe_assets.parallel import available_cores, ordered_map
+from apoe_assets.parallel import available_cores, ordered_map, processes_for
 
 
 def slow_square(value: int, delay: float) -> int:
@@ -152,3 +152,14 @@ def test_cores_stay_within_the_containers_cpu_limit(tmp_path: Path, limit: str,
     mask = len(os.sched_getaffinity(0))
     assert available_cores(cpu_max) == (min(expected, mask) if expected else mask)
     assert available_cores(tmp_path / "absent") == mask
+
+
+def test_light_steps_keep_few_jobs_in_process() -> None:
+    """One worker per core, at most one a job, and none below the minimum: three genes of a
+    light step stay in the step's process (starting workers would cost more than they save),
+    twelve go to every core. Catches a minimum that is ignored or a pool wider than the jobs."""
+    cores = available_cores()
+    assert processes_for(3, minimum=4) == 1
+    assert processes_for(12, minimum=4) == min(cores, 12)
+    assert processes_for(1) == 1
+    assert processes_for(2) == min(cores, 2)

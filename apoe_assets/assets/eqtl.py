@@ -15,7 +15,7 @@ from apoe_assets.assets.plots import locus_plot, qq_plot
 from apoe_assets.genomics.genotypes import GenotypeMatrix
 from apoe_assets.ml.fold_scans import fingerprint_digest, scan_folds
 from apoe_assets.ml.folds import FOLD
-from apoe_assets.parallel import available_cores, ordered_map
+from apoe_assets.parallel import LIGHT_JOBS_FOR_WORKERS, ordered_map, processes_for
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
@@ -118,7 +118,7 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         training samples (for PRS weights), with the gene-level permutation p-value (beta
         approximation) in the metadata. A run may cover several genes: the chromosome,
         expression and covariates are loaded once, and the genes are scanned in one worker
-        process per core."""
+        process per core (from four genes on)."""
         config = study.load()
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
@@ -126,7 +126,7 @@ def eqtl_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         tables = ByPartition()
         done = ordered_map(gene_scan, scan_jobs(config, genes, gene_annotation, chromosomes,
                                                 expression, covariates, folds),
-                           min(available_cores(), len(genes)))
+                           processes_for(len(genes), LIGHT_JOBS_FOR_WORKERS))
         for key, (table, metadata, notes) in zip(genes, done, strict=True):
             for note in notes:
                 context.log.warning(f"{key}: {note}")

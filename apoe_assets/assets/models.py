@@ -41,7 +41,7 @@ from apoe_assets.ml.exported_models import (
 from apoe_assets.ml.folds import FOLD
 from apoe_assets.ml.gene_models import MODELS, SCORES
 from apoe_assets.ml.tracking import SINGLE_GENE, inputs_digest
-from apoe_assets.parallel import available_cores, ordered_map
+from apoe_assets.parallel import ordered_map, processes_for
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.mlflow_tracking import MlflowTracking
 from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, by_partition
@@ -207,7 +207,7 @@ def model_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         def finished() -> Iterator[GeneModels]:
             """Each gene fitted in a worker process (one per core), finished here in gene
             order and handed to MLflow while the workers fit the next genes."""
-            done = ordered_map(fit, jobs, min(available_cores(), len(genes)))
+            done = ordered_map(fit, jobs, processes_for(len(genes)))
             for key, fitted in zip(genes, done, strict=True):
                 chromosome = chromosomes[inputs[key].gene["chrom"]]
                 fits[key] = gene_fit = finish_gene(

@@ -16,7 +16,7 @@ from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.eqtl import gene_row
 from apoe_assets.assets.metadata import preview, scalars
 from apoe_assets.assets.plots import embedded, png
-from apoe_assets.parallel import available_cores, ordered_map
+from apoe_assets.parallel import LIGHT_JOBS_FOR_WORKERS, ordered_map, processes_for
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, WithFigures, by_partition
 from apoe_assets.resources.study import StudyResource
@@ -187,7 +187,7 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         along the window), the top model SNP against the lead eQTL SNP, Spearman ρ, and the
         full matrix against the selected tracks. Plots in the metadata and beside the table.
         A run may cover several genes: each chromosome is loaded once, and the genes'
-        overlaps and plots are computed in one worker process per core."""
+        overlaps and plots are computed in one worker process per core (from four genes on)."""
         config = study.load()
         chromosomes = by_partition(genotypes, context.asset_partition_keys_for_input(
             "genotypes"))
@@ -201,7 +201,8 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         jobs = ((config, key, effects[key], scans[key], scored_window(
                     effects[key], chromosomes[gene_row(gene_annotation, key)["chrom"]]), plots)
                 for key in genes)
-        done = ordered_map(overlap_with_plots, jobs, min(available_cores(), len(genes)))
+        done = ordered_map(overlap_with_plots, jobs,
+                           processes_for(len(genes), LIGHT_JOBS_FOR_WORKERS))
         for key, (result, images) in zip(genes, done, strict=True):
             for note in result.notes:
                 context.log.warning(f"{key}: {note}")

@@ -30,7 +30,7 @@ from apoe_assets.ml.gene_models import (
     ModelSettings,
     gene_models,
 )
-from apoe_assets.parallel import available_cores, ordered_map
+from apoe_assets.parallel import ordered_map, processes_for
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ByPartition, by_partition
 from apoe_assets.resources.study import StudyResource
@@ -151,7 +151,7 @@ def prs_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
         scores, weights, fold_scores = ByPartition(), ByPartition(), ByPartition()
         jobs = gene_jobs(config, genes, gene_annotation, chromosomes, expression, covariates,
                          cv_folds[FOLD], tables)
-        fits = ordered_map(fit_gene, jobs, min(available_cores(), len(genes)))
+        fits = ordered_map(fit_gene, jobs, processes_for(len(genes)))
         for number, (key, (result, seconds, variants)) in enumerate(
                 zip(genes, fits, strict=True), start=1):
             for note in result.notes:
