@@ -208,7 +208,7 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
                 context.log.warning(f"{key}: {note}")
             context.log.info(f"{key}: {len(result.variants)} variants in both tables, eQTL "
                              f"threshold {result.threshold:.3g}")
-            if "eqtl_overlap" in selected:
+            if plots:
                 context.add_asset_metadata(overlap_metadata(result, images),
                                            asset_key="eqtl_overlap", partition_key=key)
                 tables[key] = WithFigures(result.table, images)

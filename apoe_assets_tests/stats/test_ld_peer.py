@@ -193,7 +193,7 @@ def test_r2_bound_never_drops_a_pair_above_the_threshold(threshold: float) -> No
     rng = np.random.default_rng(17)
     tables = rng.poisson(rng.uniform(0.0, 30.0, size=(200_000, 1)), size=(200_000, 9))
     linked = rng.random(len(tables)) < 1 / 3
-    tables[np.ix_(linked, [1, 2, 3, 5, 6, 7])] //= 8  # mostly 00/11/22 and 11: high r²
+    tables[np.ix_(linked, [1, 2, 3, 5, 6, 7])] //= 8  # few discordant genotypes: high r²
     tables[rng.random(tables.shape) < 0.1] = 0
     exact = np.abs(np.nan_to_num(haplotype_r2(tables)))
     ours = _r2_exceeding(tables, threshold)
