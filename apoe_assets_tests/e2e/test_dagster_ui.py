@@ -2,13 +2,13 @@
 GraphQL API as the UI drives it, on a tiny two-chromosome study whose sensors tick every 5 s.
 
 In order, each stage a fixture the next builds on: the inputs observed and the cheap assets
-built (from the test); a backfill of three gene partitions with their chromosomes, launched as
-the UI launches it and run by the daemon; one genotype of chr2 changed and the files observed,
-after which the daemon alone acts: its automation rebuilds the genotypes, its
-``input_files_changed`` sensor requests GENE_C (the only gene on chr2) and nothing else; the
-schedule's tick (the UI's *Test schedule*) requests exactly the gene partitions the UI marks
-missing or stale; headless Chromium renders the lineage and a gene partition's page with its
-plots (PNGs kept, shown in the README).
+built (from the test, before the daemon starts); a backfill of three gene partitions with their
+chromosomes, launched as the UI launches it and run by the daemon; one genotype of chr2 changed
+and the files observed, after which the daemon alone acts: its automation rebuilds the
+genotypes, its ``input_files_changed`` sensor requests GENE_C (the only gene on chr2) and
+nothing else; the schedule's tick (the UI's *Test schedule*) requests exactly the gene
+partitions the UI marks missing or stale; headless Chromium renders the lineage and a gene
+partition's page with its plots (PNGs kept, shown in the README).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import dagster as dg
 import pytest
 
 from apoe_assets.definitions import build_definitions
-from apoe_assets.orchestration.automation import OBSERVE_JOB
+from apoe_assets.orchestration.automation import CHEAP_ASSETS, OBSERVE_JOB
 from apoe_assets.study import load_study
 from apoe_assets_tests.browser import SCREENSHOTS, chromium
 from apoe_assets_tests.conftest import materialise
@@ -117,13 +117,14 @@ SCHEDULE_TICK = """mutation($selector: ScheduleSelector!, $timestamp: Float) {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`dagster dev` for a tiny two-chromosome study (GENE_A and GENE_B on chr1, GENE_C on
     chr2; 46 samples, enough for the eQTL scans' folds) on a fresh DAGSTER_HOME with the
-    project's dagster.yaml."""
+    project's dagster.yaml, its input files observed and its cheap assets built first."""
     root = tmp_path_factory.mktemp("e2e")
     tiny = write_tiny_study(root / "study", second_chromosome=True, more_samples=40,
                             eqtl={"permutations": 0}, orchestration={"sensor_seconds": 5})
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    _prepare(tiny, home)
     log_path = root / "dagster.log"
     env = {**os.environ, "DAGSTER_HOME": str(home), "APOE_STUDY": str(tiny.study)}
     dagster = Path(sys.executable).with_name("dagster")
@@ -165,43 +166,45 @@ def test_ui_shows_partitions_and_lineage(server: Server) -> None:
         "gene_annotation", "genotype_file"}  # lineage starts at the VCF (a source asset)
     assert nodes["genotype_file"]["partitionKeys"] == CHROMOSOMES
     assert not nodes["genotype_file"]["isMaterializable"]
-
-
-@pytest.fixture(scope="module")
-def prepared(server: Server) -> Server:
-    """The input files observed and the cheap assets (all but the gene loci) materialised into
-    the server's instance from here, so that the daemon's automation has nothing to do until an
-    input changes (and the backfill needs fewer of the daemon's 30-s ticks)."""
     assert set(server.stale_status("cis_eqtl", GENES).values()) == {"MISSING"}
-    cheap = dg.AssetSelection.assets("genotypes", "cv_folds").upstream()
-    with dg.DagsterInstance.from_config(str(server.home)) as instance:
-        result = build_definitions(load_study(server.tiny.study)).resolve_job_def(
+
+
+def _prepare(tiny: TinyStudy, home: Path) -> None:
+    """The input files observed and the cheap assets (all but the gene loci) materialised into
+    the instance before the daemon starts, so that its automation finds them built on its
+    first tick (which only records) and has nothing to do until a genotype run updates the
+    gene loci's parents. Built while the daemon ticks, they raced it: it rebuilt assets whose
+    parents had just been materialised, in runs of its own beside the backfill's (and the
+    backfill's scans found the covariates only because those runs had built them). Building
+    them here also saves the backfill some of the daemon's 30-s ticks."""
+    cheap = dg.AssetSelection.assets(*(set(CHEAP_ASSETS) - {"gene_locus"})).upstream()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = build_definitions(load_study(tiny.study)).resolve_job_def(
             OBSERVE_JOB).execute_in_process(instance=instance)
         assert result.success
-        assert all(r.success for r in materialise(server.tiny.study, instance, cheap))
-    return server
+        assert all(r.success for r in materialise(tiny.study, instance, cheap))
 
 
 @pytest.fixture(scope="module")
-def backfilled(prepared: Server) -> Server:
+def backfilled(server: Server) -> Server:
     """One backfill, launched as the UI's *Materialize* dialog launches it: the three genes'
     cis-eQTL scans with their chromosomes' genotypes; the daemon runs it in dependency order."""
     by_asset = [{"assetKey": {"path": ["genotypes"]},
                  "partitions": {"range": {"start": CHROMOSOMES[0], "end": CHROMOSOMES[-1]}}},
                 {"assetKey": {"path": ["cis_eqtl"]},
                  "partitions": {"range": {"start": GENES[0], "end": GENES[-1]}}}]
-    launched = prepared.graphql(LAUNCH_BACKFILL, {"params": {"partitionsByAssets": by_asset}})
+    launched = server.graphql(LAUNCH_BACKFILL, {"params": {"partitionsByAssets": by_asset}})
     result = launched["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
     final = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
     def status() -> str:
-        return prepared.graphql(BACKFILL_STATUS, {"id": result["backfillId"]})[
+        return server.graphql(BACKFILL_STATUS, {"id": result["backfillId"]})[
             "partitionBackfillOrError"]["status"]
 
-    prepared.wait(lambda: status() in final, "the backfill")
-    assert status() in {"COMPLETED", "COMPLETED_SUCCESS"}, prepared.log.read_text()[-3000:]
-    return prepared
+    server.wait(lambda: status() in final, "the backfill")
+    assert status() in {"COMPLETED", "COMPLETED_SUCCESS"}, server.log.read_text()[-3000:]
+    return server
 
 
 def test_backfill_materialises_the_genes_and_runs_the_checks(backfilled: Server) -> None:
