@@ -1,11 +1,13 @@
 """Loading the code location imports none of the heavy libraries.
 
-Every process that loads ``apoe_assets.definitions`` (the code server, each run, each run's
-forkserver) pays for what it imports, so JAX, Haiku, MLflow, scikit-learn, XGBoost and skops
-are imported only inside the functions that use them (or under ``TYPE_CHECKING``). Catches: a
+Every process that loads ``apoe_assets.definitions`` (the code server, the daemon, each run,
+each run's forkserver) pays for what it imports, so JAX, Haiku, MLflow, scikit-learn, XGBoost,
+skops, SciPy and matplotlib are imported only inside the functions that use them (or under
+``TYPE_CHECKING``; the forkserver preloads SciPy and matplotlib for its steps). Catches: a
 module-level import of one of them creeping back anywhere the code location reaches (directly,
 or through a light module that starts importing a heavy one, such as a dataclass module that
-imports the JAX inference code); loading them then costs every process several CPU-seconds.
+imports the JAX inference code); loading them then costs every process CPU-seconds (SciPy and
+matplotlib alone: about 2 of the code location's 6).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 
 from apoe_assets.study import DEMO_STUDY
 
-HEAVY = ("jax", "jaxlib", "haiku", "mlflow", "sklearn", "xgboost", "skops")
+HEAVY = ("jax", "jaxlib", "haiku", "mlflow", "sklearn", "xgboost", "skops", "scipy",
+         "matplotlib")
 """Top-level packages the code location must not import."""
 
 LOAD = f"""

@@ -5,23 +5,25 @@ takes no ``cis_eqtl`` input in the graph."""
 
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from apoe_assets.assets.comparison import stored_partitions
 from apoe_assets.assets.eqtl import gene_row
 from apoe_assets.assets.metadata import preview, scalars
-from apoe_assets.assets.plots import embedded, png
+from apoe_assets.assets.plots import embedded, png, pyplot
 from apoe_assets.parallel import LIGHT_JOBS_FOR_WORKERS, ordered_map, processes_for
 from apoe_assets.partitions import StudyPartitions
 from apoe_assets.resources.storage import ALLOW_MISSING, ByPartition, WithFigures, by_partition
 from apoe_assets.resources.study import StudyResource
 from apoe_assets.stats import overlap as core
 from apoe_assets.study import Study
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GROUP = "statistics"
 ALL_GENES = "all genes"
@@ -60,9 +62,10 @@ def gene_overlap(config: Study, key: str, snp_effects: Any, eqtl: pd.DataFrame,
         seed=gene_seed(config.seed, key), eqtl_p=settings.eqtl_p)
 
 
-def scatter_figure(variants: pd.DataFrame, title: str) -> plt.Figure:
+def scatter_figure(variants: pd.DataFrame, title: str) -> "Figure":
     """One panel per model score: the score (|``expr_effect``|) against −log10 eQTL p; the
     model's top k filled red, significant eQTL SNPs ringed."""
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(core.SCORES), figsize=(3.3 * len(core.SCORES), 3.2),
                                 sharey=True, squeeze=False)
     for panel, (score, signed) in zip(axes[0], core.SCORES.items(), strict=True):
@@ -82,9 +85,10 @@ def scatter_figure(variants: pd.DataFrame, title: str) -> plt.Figure:
     return figure
 
 
-def overlap_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+def overlap_figure(table: pd.DataFrame, title: str) -> "Figure":
     """Observed against expected overlap per score and comparison (the overlap counts), each
     bar labelled with its p-value."""
+    plt = pyplot()
     counts = table[table["test"] != "spearman"]
     figure, axes = plt.subplots(figsize=(1.2 + 0.45 * len(counts), 3.4))
     x = np.arange(len(counts))
@@ -262,8 +266,9 @@ def overlap_assets(parts: StudyPartitions) -> list[dg.AssetsDefinition]:
     return [eqtl_overlap, snp_effects_summary]
 
 
-def summary_figure(table: pd.DataFrame) -> plt.Figure:
+def summary_figure(table: pd.DataFrame) -> "Figure":
     """−log10 p of each gene's overlap tests (rows: genes, columns: score · comparison)."""
+    plt = pyplot()
     genes = table[table["gene"] != ALL_GENES]
     wide = genes.pivot_table(index="gene", columns=["score", "comparison"], values="p")
     values = -np.log10(np.clip(wide.to_numpy(np.float64), 1e-300, 1.0))

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import base64
 import io
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import matplotlib
-
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, NullLocator
 
 from apoe_assets.enformer.predictions import GenePredictions
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _DPI = 110
 
 
-def png(figure: plt.Figure) -> bytes:
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend (no display), imported on first use: loading
+    it costs every process that loads the code location (the code server, the daemon, each
+    run) about a second, and most of them draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(figure: Figure) -> bytes:
     """The figure as PNG bytes (it is closed)."""
+    plt = pyplot()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
     plt.close(figure)
@@ -33,13 +46,14 @@ def embedded(image: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
 
 
-def _embed(figure: plt.Figure, title: str) -> dg.MetadataValue:
+def _embed(figure: Figure, title: str) -> dg.MetadataValue:
     return embedded(png(figure), title)
 
 
 def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int | None = None
                ) -> dg.MetadataValue:
     """Position (Mb) against −log10 p, the TSS as a dashed line."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 3))
     score = -np.log10(np.clip(pvalues, 1e-300, 1))
     axes.scatter(positions / 1e6, score, s=6, color="#4a6fa5", linewidths=0)
@@ -51,6 +65,7 @@ def locus_plot(positions: np.ndarray, pvalues: np.ndarray, title: str, tss: int 
 
 def qq_plot(pvalues: np.ndarray, title: str) -> dg.MetadataValue:
     """Observed against expected −log10 p under the null, with the identity line."""
+    plt = pyplot()
     p = np.sort(np.clip(pvalues[np.isfinite(pvalues)], 1e-300, 1))
     expected = -np.log10((np.arange(1, len(p) + 1) - 0.5) / max(len(p), 1))
     figure, axes = plt.subplots(figsize=(3.5, 3.5))
@@ -64,6 +79,7 @@ def qq_plot(pvalues: np.ndarray, title: str) -> dg.MetadataValue:
 def track_plot(predictions: GenePredictions, title: str) -> dg.MetadataValue:
     """Each track's mean prediction over haplotypes along the output bins, ±1 SD shaded, the
     TSS bins marked."""
+    plt = pyplot()
     values = predictions.per_haplotype()
     mean, sd = values.mean(axis=0), values.std(axis=0)
     figure, axes = plt.subplots(figsize=(7, 3))
@@ -86,8 +102,9 @@ def prediction_plot(observed: np.ndarray, predicted: dict[str, np.ndarray],
 
 
 def prediction_figure(observed: np.ndarray, predicted: dict[str, np.ndarray],
-                      r2: dict[str, float], title: str) -> plt.Figure:
+                      r2: dict[str, float], title: str) -> Figure:
     """The figure of :func:`prediction_plot`."""
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(predicted), figsize=(3.2 * len(predicted), 3.2),
                                 sharex=True, sharey=True, squeeze=False)
     observed = np.asarray(observed, dtype=np.float64)
@@ -102,9 +119,10 @@ def prediction_figure(observed: np.ndarray, predicted: dict[str, np.ndarray],
     return figure
 
 
-def r2_figure(metrics: pd.DataFrame, title: str) -> plt.Figure:
+def r2_figure(metrics: pd.DataFrame, title: str) -> Figure:
     """Pooled out-of-fold R² per model (rows of ``metrics``: ``r2`` and, when present,
     ``fold_r2_se`` as error bars), best first."""
+    plt = pyplot()
     table = metrics.sort_values("r2", ascending=False, na_position="last")
     figure, axes = plt.subplots(figsize=(1.0 + 0.7 * len(table), 3.2))
     errors = table.get("fold_r2_se")
@@ -120,6 +138,8 @@ def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, fl
                    title: str) -> dg.MetadataValue:
     """Inner-CV r² of the P+T score per p-value threshold, one line per outer fold, the chosen
     threshold marked."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, NullLocator
     figure, axes = plt.subplots(figsize=(5, 3))
     for fold, curve in inner_r2.items():
         if not curve:
@@ -139,14 +159,15 @@ def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, fl
     return _embed(figure, title)
 
 
-def r2_heatmap(r2: pd.DataFrame, title: str) -> plt.Figure:
+def r2_heatmap(r2: pd.DataFrame, title: str) -> Figure:
     """Genes (rows) × models (columns) of pooled out-of-fold R², each cell annotated, the
     best model of each gene boxed; NaN (not scored) grey. Colours are centred on 0."""
+    plt = pyplot()
     values = r2.to_numpy(dtype=np.float64)
     finite = values[np.isfinite(values)]
     bound = max(float(np.abs(finite).max()) if finite.size else 0.0, 0.05)
     figure, axes = plt.subplots(figsize=(1.6 + 0.85 * r2.shape[1], 1.2 + 0.42 * r2.shape[0]))
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
     image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-bound, vmax=bound,
                         aspect="auto")
     for i in range(values.shape[0]):
@@ -168,11 +189,12 @@ def r2_heatmap(r2: pd.DataFrame, title: str) -> plt.Figure:
     return figure
 
 
-def recovery_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+def recovery_figure(table: pd.DataFrame, title: str) -> Figure:
     """Planted share of expression variance against out-of-fold R² recovered, per gene: SNPs
     (``h2_realised``) against the best genotype model, the Enformer component
     (``enformer_realised``) against the best Enformer model; each gene labelled, the identity
     line dashed (a model can at best explain what was planted, up to sampling noise)."""
+    plt = pyplot()
     pairs = (("h2_realised", "r2_genotype", "planted SNP share", "best genotype model R²"),
              ("enformer_realised", "r2_enformer", "planted Enformer share",
               "best Enformer model R²"))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from apoe_assets.assets.enformer import ACCELERATOR_RETRIES, HEAD, POOL, load_model, selected_tracks
 from apoe_assets.assets.metadata import preview
-from apoe_assets.assets.plots import embedded, png
+from apoe_assets.assets.plots import embedded, png, pyplot
 from apoe_assets.assets.progress import throttled
 from apoe_assets.assets.sources import WEIGHTS_FILE
 from apoe_assets.enformer.features import tss_bins
@@ -83,8 +83,7 @@ def effect_settings(config: Study, predictor: "Predictor") -> tuple[EffectSettin
 
 def effect_plot(effects: VariantEffects, title: str) -> dg.MetadataValue:
     """``expr_effect`` and ``tracks_l1`` along the window (kb from the TSS), the TSS dashed."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     table = effects.table
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4), sharex=True)
     x = table["distance_to_tss"].to_numpy() / 1e3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 
 
 def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float:
@@ -39,7 +38,8 @@ def model_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, floa
     """MSE, R² (scikit-learn's ``r2_score``), Pearson r with its two-sided p-value and
     Spearman ρ of out-of-fold predictions; NaN throughout for no or NaN predictions (a skipped
     model), correlations NaN when either side is constant."""
-    import sklearn.metrics  # heavy: imported on first use, so the code location loads fast
+    import scipy.stats  # heavy: imported on first use, so the code location loads fast
+    import sklearn.metrics
 
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)

@@ -58,13 +58,19 @@ CELERY_SETTINGS: dict[str, object] = {
 }
 """Celery settings shared by the executor and the workers (:mod:`.celery_worker`)."""
 
+STEP_PRELOAD = ["apoe_assets.definitions", "matplotlib.pyplot", "scipy.stats",
+                "scipy.optimize"]
+"""What the server that forks the step processes imports once: the code location, and the
+plotting and statistics modules most steps use, which the code location itself leaves to
+first use (the code server, the daemon and each run's own process draw and test nothing)."""
+
 LOCAL_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["apoe_assets.definitions"]}}})
-"""Each step in its own process, forked from a server that imported this code location once
-(a step then starts in well under a second instead of re-importing Dagster and pandas, about
-4 s). The code location imports no JAX, scikit-learn or MLflow (the test
-``test_import_weight`` holds it to that): a step imports those on first use, so the steps
-that need none of them never pay for them."""
+    {"start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}})
+"""Each step in its own process, forked from a server that imported :data:`STEP_PRELOAD`
+once (a step then starts in well under a second instead of re-importing Dagster, pandas,
+SciPy and matplotlib, about 6 s). The code location imports no JAX, scikit-learn, MLflow,
+SciPy or matplotlib (the test ``test_import_weight`` holds it to that): a step imports the
+first three on first use, so the steps that need none of them never pay for them."""
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 

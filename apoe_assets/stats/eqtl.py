@@ -35,9 +35,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import scipy.optimize
-import scipy.special
-import scipy.stats
 
 from apoe_assets.genomics.genotypes import MISSING, GenotypeMatrix
 from apoe_assets.stats.residualise import (
@@ -355,6 +352,8 @@ def _prepare(window: CisWindow, phenotype: pd.Series, covariates: pd.DataFrame,
 
 def _t_pvalue(tstat: np.ndarray, dof: float) -> np.ndarray:
     """Two-sided p-value of t statistics (``2·stdtr(dof, −|t|)``, as scipy's t.cdf)."""
+    import scipy.special  # SciPy is imported on first use, so the code location loads fast
+
     return 2.0 * scipy.special.stdtr(dof, -np.abs(tstat))
 
 
@@ -464,6 +463,8 @@ def _beta_shape1_moments(pvals: np.ndarray) -> float:
 def effective_dof(r2_perm: np.ndarray, dof: float, tol: float = BETA_TOLERANCE) -> float:
     """Degrees of freedom making the moment-matched first beta shape of the permutation
     p-values equal to 1 (FastQTL), solved by Newton's method on log scale from ``dof``."""
+    import scipy.optimize
+
     def objective(log_dof: float) -> float:
         return float(np.log(_beta_shape1_moments(pval_from_r2(r2_perm, np.exp(log_dof)))))
 
@@ -484,6 +485,9 @@ def fit_beta(pvals: np.ndarray, tol: float = BETA_TOLERANCE) -> tuple[float, flo
     """Maximum-likelihood beta shape parameters of p-values in (0, 1): Nelder–Mead from the
     moment estimates on tensorQTL's negative log-likelihood, term for term (so both stop at
     the same point for the same tolerance)."""
+    import scipy.optimize
+    import scipy.special
+
     mean, var = float(np.mean(pvals)), float(np.var(pvals))
     a0 = mean * (mean * (1 - mean) / var - 1)
     b0 = a0 * (1 / mean - 1)
@@ -507,6 +511,8 @@ def beta_approximation(r2_perm: np.ndarray, r2_nominal: float, dof: float,
     """FastQTL's beta approximation (tensorQTL's ``calculate_beta_approx_pval``): from the
     per-permutation maximal r² and the observed one, the effective dof, the beta shapes fitted
     to the permutation minimum p-values and the approximated p-value."""
+    import scipy.stats
+
     r2_perm = np.asarray(r2_perm, dtype=np.float64)
     true_df = effective_dof(r2_perm, dof, tol)
     shape1, shape2 = fit_beta(pval_from_r2(r2_perm, true_df), tol)
