@@ -140,6 +140,7 @@ def threshold_plot(inner_r2: dict[int, dict[float, float]], chosen: dict[int, fl
     threshold marked."""
     plt = pyplot()
     from matplotlib.ticker import FuncFormatter, NullLocator
+
     figure, axes = plt.subplots(figsize=(5, 3))
     for fold, curve in inner_r2.items():
         if not curve:
