@@ -58,8 +58,7 @@ CELERY_SETTINGS: dict[str, object] = {
 }
 """Celery settings shared by the executor and the workers (:mod:`.celery_worker`)."""
 
-STEP_PRELOAD = ["apoe_assets.definitions", "matplotlib.pyplot", "scipy.stats",
-                "scipy.optimize"]
+STEP_PRELOAD = ["apoe_assets.definitions", "matplotlib.pyplot", "scipy.stats"]
 """What the server that forks the step processes imports once: the code location, and the
 plotting and statistics modules most steps use, which the code location itself leaves to
 first use (the code server, the daemon and each run's own process draw and test nothing)."""
@@ -69,8 +68,9 @@ LOCAL_EXECUTOR = dg.multiprocess_executor.configured(
 """Each step in its own process, forked from a server that imported :data:`STEP_PRELOAD`
 once (a step then starts in well under a second instead of re-importing Dagster, pandas,
 SciPy and matplotlib, about 6 s). The code location imports no JAX, scikit-learn, MLflow,
-SciPy or matplotlib (the test ``test_import_weight`` holds it to that): a step imports the
-first three on first use, so the steps that need none of them never pay for them."""
+SciPy or matplotlib (the test ``test_import_weight`` holds it to that): a step imports JAX,
+scikit-learn and MLflow on first use, so the steps that need none of them never pay for
+them."""
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 
