@@ -22,6 +22,7 @@ import numpy as np
 from websockets.sync.client import connect
 
 from apoe_assets_tests.mlflow_server import free_port
+from apoe_assets_tests.processes import stop_group
 from apoe_assets_tests.requirements import require_tools
 
 CHROMIUM = "chromium"
@@ -118,7 +119,7 @@ def chromium() -> Iterator[Page]:
              "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
              "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + WAIT_SECONDS
             while True:
@@ -139,8 +140,6 @@ def chromium() -> Iterator[Page]:
             finally:
                 page.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            # its renderer and helper processes too: one left writing to the profile made the
+            # folder's removal fail ("Directory not empty")
+            stop_group(process, 15)

@@ -1,7 +1,6 @@
 """A real `mlflow server` on 127.0.0.1 for the tests that log to MLflow."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from apoe_assets_tests.processes import stop_group
 
 STARTUP_SECONDS = 120
 
@@ -51,9 +52,5 @@ def mlflow_server(root: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=5)  # uvicorn waits for idle keep-alive clients otherwise
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, 5)  # uvicorn waits for idle keep-alive clients otherwise
         log.close()

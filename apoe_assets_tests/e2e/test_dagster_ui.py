@@ -17,7 +17,6 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from apoe_assets.study import load_study
 from apoe_assets_tests.browser import SCREENSHOTS, chromium
 from apoe_assets_tests.conftest import materialise
 from apoe_assets_tests.mlflow_server import free_port
+from apoe_assets_tests.processes import stop_group
 from apoe_assets_tests.studies import TinyStudy, write_tiny_study, write_vcf
 
 pytestmark = pytest.mark.e2e
@@ -153,11 +153,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             running.graphql("mutation { setNuxSeen }")  # the community pop-up, dismissed once
             yield running
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_group(process, STOP_SECONDS)
 
 
 def test_ui_shows_partitions_and_lineage(server: Server) -> None:

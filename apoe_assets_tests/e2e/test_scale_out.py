@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -37,6 +37,7 @@ from apoe_assets.orchestration.executors import GPU_QUEUE
 from apoe_assets.study import load_study
 from apoe_assets_tests.conftest import snapshot
 from apoe_assets_tests.mlflow_server import free_port
+from apoe_assets_tests.processes import stop_group
 from apoe_assets_tests.requirements import ENABLE_DEBIAN_PEERS, not_compared
 from apoe_assets_tests.servers import Postgres, missing_servers, postgres_server, redis_server
 from apoe_assets_tests.studies import demo_copy
@@ -153,16 +154,7 @@ def _start(stack: ExitStack, root: Path, name: str, command: list[str],
     process = subprocess.Popen(command, cwd=PROJECT, env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop() -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-
-    stack.callback(stop)
+    stack.callback(stop_group, process, 20)
     return process
 
 
